@@ -1,0 +1,286 @@
+"""The PostgreSQL backend, through psycopg2 and its connection pool.
+
+Transactions run in REPEATABLE READ, as in Tryton: a task sees one
+snapshot from its first statement to its commit, and a concurrent update
+of the same row is reported as a serialization failure to retry.
+"""
+import logging
+import select
+import threading
+
+import psycopg2
+import psycopg2.errorcodes
+import psycopg2.extensions
+import psycopg2.pool
+import psycopg2.sql
+from sql import Flavor, Select, Table
+from sql.functions import Function
+
+from ..config import config
+from ..exceptions import DatabaseNotFound, TrytondQueueError
+from .base import Database as BaseDatabase
+
+__all__ = ['Database']
+
+logger = logging.getLogger(__name__)
+
+REPEATABLE_READ = psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ
+# SQLSTATE classes and codes that mean the connection is gone.
+CONNECTION_STATES = ('08', '57P01', '57P02', '57P03')
+RETRYABLE_STATES = (
+    psycopg2.errorcodes.SERIALIZATION_FAILURE,
+    psycopg2.errorcodes.DEADLOCK_DETECTED,
+)
+
+
+class NextVal(Function):
+    __slots__ = ()
+    _function = 'NEXTVAL'
+
+
+class GenerateSeries(Function):
+    __slots__ = ()
+    _function = 'GENERATE_SERIES'
+
+
+class AdvisoryXactLock(Function):
+    __slots__ = ()
+    _function = 'PG_ADVISORY_XACT_LOCK'
+
+
+# The key of the advisory lock that serialises schema changes.
+SCHEMA_LOCK = 0x7472_7951
+
+
+class Database(BaseDatabase):
+    """A PostgreSQL database reached through ``[database] uri``."""
+
+    flavor = Flavor(ilike=True)
+    id_definition = 'BIGSERIAL PRIMARY KEY'
+    has_returning = True
+    has_select_for_skip_locked = True
+    has_channel = True
+    has_advisory_lock = True
+    has_sequence = True
+    has_on_conflict = True
+    has_statement_timeout = True
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.uri = config.get('database', 'uri')
+        self.minconn = config.getint('database', 'minconn', fallback=1)
+        self.maxconn = config.getint('database', 'maxconn', fallback=64)
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def connect_kwargs(self, database_name=None):
+        """Return the arguments of psycopg2.connect for a database."""
+        return {'dsn': self.uri, 'dbname': database_name or self.name}
+
+    def _server_connection(self):
+        # Creating or dropping a database is done from the maintenance
+        # database, outside any transaction.
+        try:
+            connection = psycopg2.connect(
+                **self.connect_kwargs('postgres'))
+        except psycopg2.OperationalError as exception:
+            raise TrytondQueueError(
+                f'Cannot connect to the PostgreSQL server of '
+                f'{self.uri!r}: {exception}'.strip()
+                + ' Check [database] uri and that the server runs.'
+                ) from exception
+        connection.autocommit = True
+        return connection
+
+    def exists(self):
+        """Tell whether the database exists on the server."""
+        connection = self._server_connection()
+        try:
+            pg_database = Table('pg_database')
+            cursor = connection.cursor()
+            cursor.execute(*self._flavored(pg_database.select(
+                pg_database.datname,
+                where=pg_database.datname == self.name)))
+            return cursor.fetchone() is not None
+        finally:
+            connection.close()
+
+    def create(self):
+        """Create the database, in UTF-8."""
+        connection = self._server_connection()
+        try:
+            connection.cursor().execute(psycopg2.sql.SQL(
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'"
+                ).format(psycopg2.sql.Identifier(self.name)))
+        finally:
+            connection.close()
+
+    def drop(self):
+        """Drop the database, ending the sessions still connected."""
+        self.close()
+        connection = self._server_connection()
+        try:
+            connection.cursor().execute(psycopg2.sql.SQL(
+                'DROP DATABASE IF EXISTS {} WITH (FORCE)').format(
+                psycopg2.sql.Identifier(self.name)))
+        finally:
+            connection.close()
+
+    def _get_pool(self):
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    try:
+                        self._pool = psycopg2.pool.ThreadedConnectionPool(
+                            self.minconn, self.maxconn,
+                            **self.connect_kwargs())
+                    except psycopg2.OperationalError as exception:
+                        if not self.exists():
+                            raise DatabaseNotFound(
+                                f'The PostgreSQL database {self.name!r} '
+                                f'does not exist on {self.uri!r}: run '
+                                f'"trytond-queue init -d {self.name}".'
+                                ) from exception
+                        raise
+        return self._pool
+
+    def connect(self, autocommit=True):
+        """Return a new connection of its own, outside the pool.
+
+        Workers use it for LISTEN and for the session locks that prove
+        they are alive, which must outlive any transaction.
+        """
+        connection = psycopg2.connect(**self.connect_kwargs())
+        connection.autocommit = autocommit
+        return connection
+
+    def get_connection(self, readonly=False, autocommit=False):
+        """Return a pooled connection, replacing those found broken."""
+        pool = self._get_pool()
+        for _ in range(self.maxconn + 1):
+            connection = pool.getconn()
+            if self._is_alive(connection):
+                break
+            logger.info(
+                '%s: replacing a broken connection of the pool', self.name)
+            pool.putconn(connection, close=True)
+        else:
+            raise TrytondQueueError(
+                f'No working connection to {self.name!r} could be had.')
+        if (connection.autocommit != autocommit
+                or connection.readonly != readonly
+                or connection.isolation_level != REPEATABLE_READ):
+            connection.set_session(
+                isolation_level=REPEATABLE_READ, readonly=readonly,
+                autocommit=autocommit)
+        return connection
+
+    @staticmethod
+    def _is_alive(connection):
+        if connection.closed:
+            return False
+        # An idle connection has nothing to read unless the server sent
+        # an error before closing it (a terminated backend, a restart):
+        # a poll then reads it, without a round trip in the usual case.
+        readable, _, _ = select.select([connection], [], [], 0)
+        if not readable:
+            return True
+        try:
+            connection.poll()
+            connection.notifies.clear()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            return False
+        return not connection.closed
+
+    def put_connection(self, connection, close=False):
+        """Give the connection back to the pool, rolled back."""
+        pool = self._pool
+        if pool is None or pool.closed:
+            connection.close()
+            return
+        close = close or connection.closed
+        if not close and (connection.info.transaction_status
+                != psycopg2.extensions.TRANSACTION_STATUS_IDLE):
+            try:
+                connection.rollback()
+            except psycopg2.Error:
+                close = True
+        pool.putconn(connection, close=close)
+
+    def close(self):
+        """Close every connection of the pool."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and not pool.closed:
+            pool.closeall()
+
+    def is_serialization_failure(self, exception):
+        """Tell whether retrying the transaction could succeed."""
+        return (isinstance(exception, psycopg2.Error)
+            and exception.pgcode in RETRYABLE_STATES)
+
+    def is_connection_error(self, exception):
+        """Tell whether the connection to the server is lost."""
+        if isinstance(exception, psycopg2.InterfaceError):
+            return True
+        if not isinstance(exception, psycopg2.OperationalError):
+            return False
+        code = exception.pgcode
+        return code is None or code.startswith(CONNECTION_STATES)
+
+    def is_integrity_error(self, exception):
+        """Tell whether a constraint refused the change."""
+        return isinstance(exception, psycopg2.IntegrityError)
+
+    def literal(self, value):
+        """Return a constant as SQL, quoted by psycopg2."""
+        return psycopg2.extensions.adapt(value).getquoted().decode()
+
+    def quote_identifier(self, name):
+        """Return the name quoted as an SQL identifier."""
+        return psycopg2.extensions.quote_ident(name, self._any_connection())
+
+    def _any_connection(self):
+        # quote_ident needs a connection only for its encoding.
+        if getattr(self, '_quote_connection', None) is None:
+            self._quote_connection = self.connect()
+        return self._quote_connection
+
+    def table_exists(self, connection, table_name):
+        """Tell whether the table exists in the current schema."""
+        tables = Table('tables', 'information_schema')
+        cursor = connection.cursor()
+        cursor.execute(*self._flavored(tables.select(
+            tables.table_name,
+            where=(tables.table_name == table_name)
+            & (tables.table_schema == CurrentSchema()))))
+        return cursor.fetchone() is not None
+
+    def columns(self, connection, table_name):
+        """Return the column names of the table."""
+        columns = Table('columns', 'information_schema')
+        cursor = connection.cursor()
+        cursor.execute(*self._flavored(columns.select(
+            columns.column_name,
+            where=(columns.table_name == table_name)
+            & (columns.table_schema == CurrentSchema()))))
+        return {name for name, in cursor}
+
+    def lock_schema(self, connection):
+        """Wait for the other processes that change the schema."""
+        connection.cursor().execute(*self._flavored(
+            Select([AdvisoryXactLock(SCHEMA_LOCK)])))
+
+    def next_ids(self, connection, table, count):
+        """Reserve count ids from the sequence of the table's id."""
+        cursor = connection.cursor()
+        cursor.execute(*self._flavored(Select(
+            [NextVal(table._name + '_id_seq')],
+            from_=GenerateSeries(1, count))))
+        return [id_ for id_, in cursor]
+
+
+class CurrentSchema(Function):
+    __slots__ = ()
+    _function = 'CURRENT_SCHEMA'
+

@@ -1,0 +1,339 @@
+"""Queuing calls: ``cls.__queue__.method(records, *args, **kwargs)``.
+
+The call becomes a row of ``ir_queue`` in the caller's transaction.  Where
+the backend has sequences, the rows are kept in a buffer of the
+transaction with ids reserved from the sequence, and written by one
+statement just before the commit (or before the queue is read), so that
+a loop of calls costs one round trip per few hundred tasks.
+"""
+import datetime
+import hashlib
+import json
+import re
+
+from sql import Table
+
+from .. import encoding
+from ..config import config
+from ..exceptions import QueueError
+from ..transaction import Transaction
+from . import store
+
+__all__ = ['QueueCaller', 'enqueue', 'flush_buffer', 'discard_buffer']
+
+QUEUE_NAME = re.compile(r'^[A-Za-z0-9_.-]{1,64}$')
+# Context keys that configure the queuing itself; they are not stored.
+QUEUE_KEYS = frozenset({
+    'queue_name', 'queue_scheduled_at', 'queue_expected_at', 'queue_batch',
+    'queue_priority', 'queue_unique', 'queue_max_attempts',
+    'queue_timeout', '_check_access',
+    })
+COLUMNS = (
+    'id', 'name', 'model', 'method', 'data', 'state', 'priority',
+    'enqueued_at', 'scheduled_at', 'expected_at', 'due_at', 'attempts',
+    'max_attempts', 'timeout', 'unique_key',
+    )
+BUFFER_KEY = 'ir.queue.buffer'
+# Rows per INSERT when the buffer is written.
+FLUSH_CHUNK = 1000
+
+
+class QueueCaller:
+    """The object behind ``__queue__``: any method name queues a call."""
+
+    __slots__ = ('model', 'instance')
+
+    def __init__(self, model, instance=None):
+        self.model = model
+        self.instance = instance
+
+    def __getattr__(self, method_name):
+        self.model.check_method(method_name)
+        model, instance = self.model, self.instance
+
+        def queue_call(*args, **kwargs):
+            if instance is not None:
+                return enqueue(model, method_name, instance, args, kwargs)
+            if not args:
+                raise QueueError(
+                    f'__queue__.{method_name}() needs the records of '
+                    f'{model.__name__!r} as its first argument.')
+            return enqueue(model, method_name, args[0], args[1:], kwargs)
+        return queue_call
+
+
+class _Buffer:
+    """The rows queued in one transaction and not yet written."""
+
+    __slots__ = ('rows', 'ids', 'reserved', 'notify', 'inline_ids')
+
+    def __init__(self):
+        self.rows = []
+        self.reserved = []
+        self.notify = False
+        self.inline_ids = []
+
+
+def _instance_ids(model, instances):
+    """Return (ids, single) of records or ids of the model."""
+    single = not isinstance(instances, (list, tuple))
+    items = [instances] if single else instances
+    ids = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            ids.append(item)
+        elif getattr(item, '__name__', None) == model.__name__ and (
+                getattr(item, 'id', None) is not None):
+            ids.append(int(item.id))
+        else:
+            raise QueueError(
+                f'__queue__ of {model.__name__!r} takes saved records of '
+                f'that model or their ids, not {item!r:.60}.')
+    return ids, single
+
+
+def _delta(context, key, now):
+    value = context.get(key)
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        return now + value
+    if isinstance(value, datetime.datetime):
+        return value
+    raise QueueError(
+        f'The context key {key!r} takes a timedelta from now, not '
+        f'{value!r:.60}.')
+
+
+def _integer(context, key, default, minimum):
+    value = context.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or (
+            value < minimum):
+        raise QueueError(
+            f'The context key {key!r} takes an integer of at least '
+            f'{minimum}, not {value!r:.60}.')
+    return value
+
+
+def _options(context, now):
+    """Return the row values that the context sets."""
+    name = context.get('queue_name') or 'default'
+    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+        raise QueueError(
+            f'The queue name {name!r} is not valid: use 1 to 64 letters, '
+            'digits, "_", "-" or ".".')
+    timeout = context.get(
+        'queue_timeout', config.getfloat('queue', 'timeout', fallback=None))
+    if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise QueueError(
+            f'The context key queue_timeout takes a positive number of '
+            f'seconds, not {timeout!r:.60}.')
+    return {
+        'name': name,
+        'scheduled_at': _delta(context, 'queue_scheduled_at', now),
+        'expected_at': _delta(context, 'queue_expected_at', now),
+        'priority': _integer(context, 'queue_priority', 0, -2 ** 31),
+        'max_attempts': _integer(
+            context, 'queue_max_attempts',
+            config.getint('queue', 'max_attempts', fallback=5), 1),
+        'timeout': timeout,
+    }
+
+
+def _batches(context, ids):
+    batch = context.get('queue_batch')
+    if not batch:
+        return [ids]
+    if batch is True:
+        size = config.getint('queue', 'batch_size', fallback=20) or 20
+    else:
+        size = _integer(context, 'queue_batch', None, 1)
+    return [ids[i:i + size] for i in range(0, len(ids), size)] or [[]]
+
+
+def _encode_call(call, method, args, kwargs):
+    """Return the JSON text of the call, naming the argument refused."""
+    try:
+        return encoding.dumps(call)
+    except encoding.ArgumentEncodingError:
+        for index, value in enumerate(args):
+            encoding.check(f'{index + 1} of {method}()', value)
+        for key, value in kwargs.items():
+            encoding.check(f'{key!r} of {method}()', value)
+        for key, value in call['context'].items():
+            encoding.check(f'context[{key!r}]', value)
+        raise
+
+
+def enqueue(model, method, instances, args, kwargs):
+    """Queue a call of model.method; return the task id(s).
+
+    One record gives one task id; a list of records gives a list of ids,
+    one per batch of ``queue_batch`` records (one batch by default).
+    """
+    transaction = Transaction()
+    if not transaction.started:
+        raise QueueError(
+            'Tasks are queued inside a transaction: use '
+            'Transaction().start(...) first.')
+    context = transaction.context
+    ids, single = _instance_ids(model, instances)
+    now = store.utcnow()
+    options = _options(context, now)
+    unique = bool(context.get('queue_unique'))
+    call = {
+        'model': model.__name__, 'method': method,
+        'user': transaction.user,
+        'context': {
+            k: v for k, v in context.items() if k not in QUEUE_KEYS},
+        'args': list(args), 'kwargs': kwargs,
+        }
+    task_ids = []
+    for chunk in _batches(context, ids):
+        call['instances'] = chunk[0] if single else chunk
+        data = _encode_call(call, method, args, kwargs)
+        row = _row(options, model.__name__, method, data, now)
+        if unique:
+            row['unique_key'] = _unique_key(options['name'], call)
+        task_ids.append(_add(transaction, row, unique))
+    return task_ids[0] if single else task_ids
+
+
+def _row(options, model_name, method, data, now):
+    scheduled_at = options['scheduled_at']
+    waiting = scheduled_at is not None and scheduled_at > now
+    ready_at = scheduled_at if waiting else now
+    return {
+        'name': options['name'],
+        'model': model_name,
+        'method': method,
+        'data': data,
+        'state': 'scheduled' if waiting else 'pending',
+        'priority': options['priority'],
+        'enqueued_at': now,
+        'scheduled_at': scheduled_at,
+        'expected_at': options['expected_at'],
+        'due_at': options['expected_at'] or ready_at,
+        'attempts': 0,
+        'max_attempts': options['max_attempts'],
+        'timeout': options['timeout'],
+        'unique_key': None,
+        }
+
+
+def _unique_key(queue_name, call):
+    identity = [
+        queue_name, call['model'], call['method'], call['instances'],
+        call['args'], call['kwargs']]
+    text = json.dumps(
+        identity, sort_keys=True, default=encoding._encode,
+        separators=(',', ':'))
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def _buffer(transaction):
+    buffer = transaction.storage.get(BUFFER_KEY)
+    if buffer is None:
+        buffer = transaction.storage[BUFFER_KEY] = _Buffer()
+        transaction.before_commit(_before_commit, transaction, buffer)
+        if not config.getboolean('queue', 'worker', fallback=False):
+            from .inline import run_after_commit
+            transaction.after_commit(
+                run_after_commit, transaction.database.name,
+                buffer.inline_ids)
+    return buffer
+
+
+def _add(transaction, row, unique):
+    database = transaction.database
+    buffer = _buffer(transaction)
+    buffer.notify = True
+    if unique:
+        flush_buffer(transaction)
+        task_id = _insert_unique(transaction, row)
+    elif database.has_sequence:
+        if not buffer.reserved:
+            # Reserve more ids each time, so that a loop of calls costs
+            # few round trips and a single call reserves one id.
+            count = min(max(len(buffer.rows), 1), FLUSH_CHUNK)
+            buffer.reserved = database.next_ids(
+                transaction.connection, Table('ir_queue'), count)[::-1]
+        task_id = row['id'] = buffer.reserved.pop()
+        buffer.rows.append(row)
+    else:
+        task_id = _insert(transaction, [row])[0]
+    buffer.inline_ids.append(task_id)
+    return task_id
+
+
+def _insert(transaction, rows):
+    table = Table('ir_queue')
+    cursor = transaction.connection.cursor()
+    names = [c for c in COLUMNS if c != 'id' or 'id' in rows[0]]
+    columns = [getattr(table, c) for c in names]
+    if 'id' in rows[0]:
+        cursor.execute(*table.insert(
+            columns, [[row[c] for c in names] for row in rows]))
+        return [row['id'] for row in rows]
+    ids = []
+    for row in rows:
+        cursor.execute(*table.insert(columns, [[row[c] for c in names]]))
+        ids.append(cursor.lastrowid)
+    return ids
+
+
+def _insert_unique(transaction, row):
+    """Insert the row unless a waiting twin exists; return the id."""
+    from sql import Conflict
+    table = Table('ir_queue')
+    cursor = transaction.connection.cursor()
+    names = [c for c in COLUMNS if c != 'id']
+    waiting = table.state.in_(['pending', 'scheduled'])
+    for _ in range(3):
+        cursor.execute(*table.insert(
+            [getattr(table, c) for c in names],
+            [[row[c] for c in names]],
+            on_conflict=Conflict(
+                table, indexed_columns=[table.unique_key],
+                where=waiting & (table.unique_key != None)),  # noqa: E711
+            returning=[store.Returned('id')]))
+        inserted = cursor.fetchone()
+        if inserted:
+            return inserted[0]
+        cursor.execute(*table.select(
+            table.id,
+            where=(table.unique_key == row['unique_key']) & waiting))
+        existing = cursor.fetchone()
+        if existing:
+            return existing[0]
+    raise QueueError(
+        'A unique task kept changing state while it was queued: retry.')
+
+
+def flush_buffer(transaction):
+    """Write the rows queued in the transaction and not yet written."""
+    buffer = transaction.storage.get(BUFFER_KEY)
+    if buffer is None or not buffer.rows:
+        return
+    rows, buffer.rows = buffer.rows, []
+    for start in range(0, len(rows), FLUSH_CHUNK):
+        _insert(transaction, rows[start:start + FLUSH_CHUNK])
+
+
+def discard_buffer(transaction):
+    """Forget the rows queued since the last flush (a rolled back task)."""
+    buffer = transaction.storage.get(BUFFER_KEY)
+    if buffer is not None:
+        buffer.rows.clear()
+
+
+def _before_commit(transaction, buffer):
+    flush_buffer(transaction)
+    if buffer.notify and transaction.database.has_channel:
+        from .notify import notify
+        notify(transaction)
+        buffer.notify = False

@@ -1,0 +1,30 @@
+"""LISTEN/NOTIFY: how committed tasks wake the workers at once."""
+from sql import Select
+from sql.functions import Function
+
+__all__ = ['CHANNEL', 'notify', 'listen']
+
+# One channel per database: notifications never cross databases.
+CHANNEL = 'ir_queue'
+
+
+class PgNotify(Function):
+    __slots__ = ()
+    _function = 'PG_NOTIFY'
+
+
+def notify(transaction, payload=''):
+    """Wake the workers when the transaction commits.
+
+    PostgreSQL delivers the notification at commit and only then, and
+    folds identical notifications of one transaction into one.
+    """
+    cursor = transaction.connection.cursor()
+    cursor.execute(*Select([PgNotify(CHANNEL, payload)]))
+
+
+def listen(connection):
+    """Subscribe the autocommit connection to the queue's channel."""
+    import psycopg2.sql
+    connection.cursor().execute(psycopg2.sql.SQL('LISTEN {}').format(
+        psycopg2.sql.Identifier(CHANNEL)))

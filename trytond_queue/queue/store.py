@@ -1,0 +1,269 @@
+"""The statements of the queue engine: claim, finish, retry, rescue.
+
+They are built once per backend flavor with python-sql and cached, since
+they run for every batch of tasks.  Claims run as single statements on
+an autocommit connection, so that the attempt they count is committed
+before the task runs: a task that kills its process still spends it.
+"""
+import datetime
+
+from sql import Cast, Expression, For, Literal, Table
+from sql.aggregate import Min
+from sql.conditionals import Case, Coalesce
+from sql.functions import Function
+from sql.operators import Exists
+
+__all__ = [
+    'utcnow', 'ClaimedTask', 'claim', 'finish', 'retry_later', 'release',
+    'promote', 'next_scheduled_at', 'rescue', 'WORKER_LOCK_CLASS',
+    ]
+
+# The first key of the advisory locks that prove a worker is alive; the
+# second is the id of its ir_queue_worker row.
+WORKER_LOCK_CLASS = 0x7451_7565
+
+
+def utcnow() -> datetime.datetime:
+    """Return the naive UTC time in which the queue keeps its times."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(
+        tzinfo=None)
+
+
+def to_datetime(value):
+    """Return a datetime from what the driver returned (text on SQLite)."""
+    if isinstance(value, str):
+        return datetime.datetime.fromisoformat(value)
+    return value
+
+
+class ForSkipLocked(For):
+    """FOR UPDATE SKIP LOCKED, which python-sql does not write itself."""
+
+    __slots__ = ()
+
+    def __str__(self):
+        return super().__str__() + ' SKIP LOCKED'
+
+
+class CurrentDatabase(Function):
+    __slots__ = ()
+    _function = 'CURRENT_DATABASE'
+
+
+class ClaimedTask:
+    """A task taken by a worker: what it needs to run and to report."""
+
+    __slots__ = (
+        'id', 'name', 'data', 'attempts', 'max_attempts', 'timeout',
+        'expected_at', 'priority', 'due_at')
+
+    def __init__(self, id, name, data, attempts, max_attempts, timeout,
+                 expected_at, priority, due_at):
+        self.id = id
+        self.name = name
+        self.data = data
+        self.attempts = attempts
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.expected_at = to_datetime(expected_at)
+        self.priority = priority
+        self.due_at = to_datetime(due_at)
+
+    def __repr__(self):
+        return f'<task {self.id} attempt {self.attempts}>'
+
+    @property
+    def order(self):
+        """The execution order among claimed tasks."""
+        return (self.priority or 0, self.due_at or datetime.datetime.min,
+            self.id)
+
+
+def _queue():
+    return Table('ir_queue')
+
+
+class Returned(Expression):
+    """A column of a RETURNING clause, written without its table.
+
+    SQLite refuses the alias that python-sql gives the updated table in
+    RETURNING; the bare name means the same on every backend.
+    """
+
+    __slots__ = ('name',)
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def __str__(self):
+        return '"' + self.name.replace('"', '""') + '"'
+
+    @property
+    def params(self):
+        return ()
+
+
+def claimed_columns(queue=None):
+    """Return the columns a claim returns, in ClaimedTask's order."""
+    return [Returned(name) for name in ClaimedTask.__slots__]
+
+
+def claim(connection, database, worker_id, queues, limit, now=None):
+    """Take up to limit pending tasks for the worker, in order."""
+    queue, pending = _queue(), _queue()
+    where = pending.state == 'pending'
+    if queues:
+        where &= pending.name.in_(list(queues))
+    candidates = pending.select(
+        pending.id, where=where,
+        order_by=[pending.priority.asc, pending.due_at.asc, pending.id.asc],
+        limit=limit,
+        for_=ForSkipLocked('UPDATE')
+        if database.has_select_for_skip_locked else None)
+    cursor = connection.cursor()
+    cursor.execute(*queue.update(
+        [queue.state, queue.attempts, queue.dequeued_at, queue.worker],
+        ['running', queue.attempts + 1, now or utcnow(), worker_id],
+        where=queue.id.in_(candidates),
+        returning=claimed_columns(queue)))
+    tasks = [ClaimedTask(*row) for row in cursor]
+    tasks.sort(key=lambda t: t.order)
+    return tasks
+
+
+def lock_claimed(cursor, database, worker_id, ids):
+    """Lock the worker's claimed rows for the run; return those still its.
+
+    A row that a rescuer gave to someone else in the meantime is left
+    out, so that a task never runs twice at once.
+    """
+    queue = _queue()
+    cursor.execute(*queue.select(
+        queue.id,
+        where=queue.id.in_(list(ids)) & (queue.worker == worker_id)
+        & (queue.state == 'running'),
+        for_=For('UPDATE') if database.has_select_for_skip_locked
+        else None))
+    return {id_ for id_, in cursor}
+
+
+def finish(cursor, ids, now=None, state='done'):
+    """Mark the tasks finished (done, or cancelled)."""
+    if not ids:
+        return
+    queue = _queue()
+    cursor.execute(*queue.update(
+        [queue.state, queue.finished_at, queue.worker],
+        [state, now or utcnow(), None],
+        where=queue.id.in_(list(ids))))
+
+
+def store_result(cursor, task_id, result):
+    """Keep the JSON text of a task's return value."""
+    queue = _queue()
+    cursor.execute(*queue.update(
+        [queue.result], [result], where=queue.id == task_id))
+
+
+def retry_later(cursor, task, error, traceback, retry_at, now=None):
+    """Record a failed attempt: retry at retry_at, or fail if None."""
+    queue = _queue()
+    if retry_at is None:
+        columns = [queue.state, queue.finished_at]
+        values = ['failed', now or utcnow()]
+    else:
+        columns = [queue.state, queue.scheduled_at, queue.due_at]
+        values = [
+            'scheduled', retry_at,
+            Coalesce(queue.expected_at, retry_at)]
+    cursor.execute(*queue.update(
+        columns + [queue.error, queue.traceback, queue.worker],
+        values + [error, traceback, None],
+        where=queue.id == task.id))
+
+
+def release(cursor, ids, worker_id=None):
+    """Give running tasks back untouched, refunding their attempt."""
+    if not ids:
+        return
+    queue = _queue()
+    where = queue.id.in_(list(ids)) & (queue.state == 'running')
+    if worker_id is not None:
+        where &= queue.worker == worker_id
+    cursor.execute(*queue.update(
+        [queue.state, queue.attempts, queue.worker],
+        ['pending', queue.attempts - 1, None], where=where))
+
+
+def promote(cursor, database, now=None, limit=1000):
+    """Make the scheduled tasks whose time has come pending."""
+    queue, scheduled = _queue(), _queue()
+    candidates = scheduled.select(
+        scheduled.id,
+        where=(scheduled.state == 'scheduled')
+        & (scheduled.scheduled_at <= (now or utcnow())),
+        limit=limit,
+        for_=ForSkipLocked('UPDATE')
+        if database.has_select_for_skip_locked else None)
+    cursor.execute(*queue.update(
+        [queue.state], ['pending'], where=queue.id.in_(candidates)))
+    return cursor.rowcount
+
+
+def next_scheduled_at(cursor):
+    """Return when the next scheduled task is due, or None."""
+    queue = _queue()
+    cursor.execute(*queue.select(
+        Min(queue.scheduled_at), where=queue.state == 'scheduled'))
+    row = cursor.fetchone()
+    return to_datetime(row[0]) if row else None
+
+
+def _rescued_values(queue, error):
+    # Attempts were counted at the claim: a task whose worker died has
+    # spent one, and fails once it has spent them all.
+    spent = queue.attempts >= queue.max_attempts
+    return (
+        [queue.state, queue.worker, queue.error, queue.finished_at],
+        [Case((spent, 'failed'), else_='pending'), None, error,
+            Case((spent, utcnow()), else_=None)])
+
+
+def alive_lock(worker_id):
+    """Return the query of the advisory lock held by a live worker."""
+    locks, pg_database = Table('pg_locks'), Table('pg_database')
+    return locks.select(
+        Literal(1),
+        where=(locks.locktype == 'advisory')
+        & (locks.classid == WORKER_LOCK_CLASS)
+        & (Cast(locks.objid, 'BIGINT') == worker_id)
+        & (locks.objsubid == 2) & locks.granted
+        & (locks.database == pg_database.select(
+            pg_database.oid,
+            where=pg_database.datname == CurrentDatabase())))
+
+
+def rescue(cursor, database, error, dead_workers=None):
+    """Give back the running tasks of dead workers; return their ids.
+
+    On PostgreSQL a worker is dead when the advisory lock of its id is
+    not held; elsewhere the caller names the dead workers.
+    """
+    queue, running = _queue(), _queue()
+    columns, values = _rescued_values(queue, error)
+    if dead_workers is None:
+        candidates = running.select(
+            running.id,
+            where=(running.state == 'running')
+            & ~Exists(alive_lock(running.worker)),
+            for_=ForSkipLocked('UPDATE'))
+        where = queue.id.in_(candidates)
+    else:
+        if not dead_workers:
+            return []
+        where = (queue.state == 'running') & (
+            queue.worker.in_(list(dead_workers)))
+    cursor.execute(*queue.update(
+        columns, values, where=where, returning=[Returned('id')]))
+    return [id_ for id_, in cursor]
