@@ -8,6 +8,7 @@ system or the server drops the lock when the process or its connection
 dies, so a worker is dead exactly when its lock is free, whatever the
 clocks say.  Claims record the worker's id on the tasks they take.
 """
+import datetime
 import fcntl
 import logging
 import os
@@ -19,8 +20,9 @@ from sql.operators import Exists
 
 from ..transaction import Transaction
 from . import store
+from .runner import retry_delay
 
-__all__ = ['Identity', 'rescue_dead_workers', 'lock_path']
+__all__ = ['Identity', 'rescue_dead_workers', 'give_back', 'lock_path']
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +35,10 @@ class AdvisoryLock(Function):
 class Identity:
     """A registered worker of one database, alive while it is open."""
 
-    def __init__(self, database_name, queues=(), manager_pid=None):
+    def __init__(self, database_name, queues=(), manager=None):
         self.database_name = database_name
         self.queues = tuple(queues)
-        self.manager_pid = manager_pid
+        self.manager = manager
         self.id = None
         self.connection = None
         self._lock_file = None
@@ -51,7 +53,8 @@ class Identity:
             worker, = Worker.create([{
                 'host': socket.gethostname(),
                 'pid': os.getpid(),
-                'manager_pid': self.manager_pid,
+                'manager_pid': os.getppid() if self.manager else None,
+                'manager': self.manager,
                 'queues': ','.join(self.queues),
                 'started_at': store.utcnow(),
                 }])
@@ -69,9 +72,12 @@ class Identity:
             self.id)
         return self
 
-    def close(self):
-        """Forget the worker and drop its lock."""
+    def close(self, forget=True):
+        """Drop the worker's lock and, if forget, its row."""
         if self.connection is None:
+            return
+        if not forget:
+            self._drop()
             return
         try:
             worker = Table('ir_queue_worker')
@@ -150,17 +156,23 @@ def rescue_dead_workers(connection, database):
     if database.has_advisory_lock:
         ids = store.rescue(cursor, database, error)
         cursor.execute(*database._flavored(worker.delete(
-            where=~Exists(store.alive_lock(worker.id)))))
+            where=~Exists(store.alive_lock(worker.id))
+            & ~Exists(store.alive_lock(worker.manager)))))
     else:
         queue = Table('ir_queue')
         cursor.execute(*database._flavored(queue.select(
             queue.worker, where=queue.state == 'running',
             group_by=[queue.worker])))
         running = {w for w, in cursor}
-        cursor.execute(*database._flavored(worker.select(worker.id)))
-        registered = {w for w, in cursor}
-        dead = [w for w in running | registered
-            if w is None or not _is_alive_by_file(database, w)]
+        cursor.execute(*database._flavored(
+            worker.select(worker.id, worker.manager)))
+        managers = dict(cursor.fetchall())
+        # A manager that lives gives back its children's tasks itself.
+        dead = [w for w in running | set(managers)
+            if w is None or not (
+                _is_alive_by_file(database, w)
+                or managers.get(w) and _is_alive_by_file(
+                    database, managers[w]))]
         ids = store.rescue(cursor, database, error, dead_workers=dead)
         dead_rows = [w for w in dead if w is not None]
         if dead_rows:
@@ -171,3 +183,36 @@ def rescue_dead_workers(connection, database):
             '%s: %d task(s) of dead workers given back: %s',
             database.name, len(ids), ids[:20])
     return ids
+
+
+def give_back(connection, database, worker_id, culprit=None, error=None):
+    """Give back the running tasks of a worker that its manager saw die.
+
+    The task it was running (culprit) keeps the attempt it spent and is
+    retried later, or fails if it has spent them all; the others were
+    never started and get their attempt back.
+    """
+    Flavor.set(database.flavor)
+    cursor = connection.cursor()
+    queue = Table('ir_queue')
+    if culprit:
+        cursor.execute(*queue.select(
+            *store.claimed_columns(),
+            where=(queue.id == culprit) & (queue.worker == worker_id)
+            & (queue.state == 'running')))
+        for row in cursor.fetchall():
+            task = store.ClaimedTask(*row)
+            final = task.attempts >= (task.max_attempts or 1)
+            retry_at = None if final else store.utcnow() + (
+                datetime.timedelta(seconds=retry_delay(task.attempts)))
+            store.retry_later(cursor, task, error, '', retry_at)
+            log = logger.error if final else logger.warning
+            log('%s/%s: %s', database.name, task.id, error,
+                extra={'task': task.id,
+                    'state': 'failed' if final else 'scheduled'})
+    cursor.execute(*queue.select(
+        queue.id,
+        where=(queue.worker == worker_id) & (queue.state == 'running')))
+    store.release(cursor, [i for i, in cursor.fetchall()], worker_id)
+    worker = Table('ir_queue_worker')
+    cursor.execute(*worker.delete(where=worker.id == worker_id))

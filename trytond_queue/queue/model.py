@@ -100,6 +100,9 @@ class Worker(ModelSQL):
     host = fields.Char('Host')
     pid = fields.Integer('Process id')
     manager_pid = fields.Integer('Manager process id')
+    # The worker row of the manager that supervises this process: while
+    # the manager lives, it alone gives back the tasks of its children.
+    manager = fields.Integer('Manager')
     queues = fields.Char('Queues')
     started_at = fields.Timestamp('Started at')
     last_seen = fields.Timestamp('Last seen')

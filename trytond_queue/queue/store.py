@@ -253,10 +253,17 @@ def rescue(cursor, database, error, dead_workers=None):
     queue, running = _queue(), _queue()
     columns, values = _rescued_values(queue, error)
     if dead_workers is None:
+        # A manager that lives gives back its children's tasks itself,
+        # knowing which task killed a child.
+        worker = Table('ir_queue_worker')
+        supervised = worker.select(
+            Literal(1),
+            where=(worker.id == running.worker)
+            & Exists(alive_lock(worker.manager)))
         candidates = running.select(
             running.id,
             where=(running.state == 'running')
-            & ~Exists(alive_lock(running.worker)),
+            & ~Exists(alive_lock(running.worker)) & ~Exists(supervised),
             for_=ForSkipLocked('UPDATE'))
         where = queue.id.in_(candidates)
     else:

@@ -1,0 +1,1 @@
+"""The command lines: ``trytond-queue`` and ``trytond-worker``."""

@@ -1,0 +1,1 @@
+"""The worker: a manager process supervising processes that run tasks."""
