@@ -485,3 +485,12 @@ def clean(database, days):
     click.echo(
         f'Deleted {deleted} task(s) finished before '
         f'{format_time(cutoff)} UTC.')
+
+
+def _add_commands():
+    # Commands of their own module, kept apart to keep this one short.
+    from .demo import demo
+    main.add_command(demo)
+
+
+_add_commands()
