@@ -100,10 +100,7 @@ def session_databases(tmp_path_factory):
         backend.forget_databases()
 
 
-@pytest.fixture(params=BACKENDS)
-def env(request, session_databases, tmp_path_factory):
-    """The backend of the test, with an initialised, empty database."""
-    name = request.param
+def _environment(name, session_databases, tmp_path_factory):
     if name not in session_databases:
         if name == 'postgresql':
             problem = postgresql_problem()
@@ -126,10 +123,27 @@ def env(request, session_databases, tmp_path_factory):
     environment.configure()
     pool = Pool(environment.database_name).init(update=False)
     _empty_tables(environment, pool)
-    yield environment
+    return environment
+
+
+def _leave():
     while Transaction().started:
         Transaction().stop()
     config.reset()
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request, session_databases, tmp_path_factory):
+    """The backend of the test, with an initialised, empty database."""
+    yield _environment(request.param, session_databases, tmp_path_factory)
+    _leave()
+
+
+@pytest.fixture(params=['postgresql'])
+def pg_env(request, session_databases, tmp_path_factory):
+    """PostgreSQL only, for what SQLite cannot do."""
+    yield _environment(request.param, session_databases, tmp_path_factory)
+    _leave()
 
 
 def _empty_tables(environment, pool):

@@ -118,6 +118,18 @@ class Log(ModelSQL):
             'ended': time.time()}])
 
     @classmethod
+    def insert_slowly(cls, records, name, seconds):
+        """Insert one row and take some time, for the chaos test."""
+        cls.create([{'name': name, 'pid': os.getpid()}])
+        time.sleep(seconds)
+
+    @classmethod
+    def sql_sleep(cls, records, seconds):
+        """Run one long SQL statement (PostgreSQL)."""
+        Transaction().connection.cursor().execute(
+            'SELECT pg_sleep(%s)', (seconds,))
+
+    @classmethod
     def crash(cls, records):
         """Kill the worker process from inside the task."""
         os._exit(3)

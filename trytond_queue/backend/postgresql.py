@@ -6,6 +6,7 @@ of the same row is reported as a serialization failure to retry.
 """
 import logging
 import select
+import socket
 import threading
 
 import psycopg2
@@ -135,12 +136,7 @@ class Database(BaseDatabase):
                             self.minconn, self.maxconn,
                             **self.connect_kwargs())
                     except psycopg2.OperationalError as exception:
-                        if not self.exists():
-                            raise DatabaseNotFound(
-                                f'The PostgreSQL database {self.name!r} '
-                                f'does not exist on {self.uri!r}: run '
-                                f'"trytond-queue init -d {self.name}".'
-                                ) from exception
+                        self._raise_not_found(exception)
                         raise
         return self._pool
 
@@ -150,9 +146,22 @@ class Database(BaseDatabase):
         Workers use it for LISTEN and for the session locks that prove
         they are alive, which must outlive any transaction.
         """
-        connection = psycopg2.connect(**self.connect_kwargs())
+        try:
+            connection = psycopg2.connect(**self.connect_kwargs())
+        except psycopg2.OperationalError as exception:
+            self._raise_not_found(exception)
+            raise
         connection.autocommit = autocommit
         return connection
+
+    def _raise_not_found(self, exception):
+        # The server gives the same error class for a missing database
+        # as for a refused connection: ask it which case this is.
+        if not self.exists():
+            raise DatabaseNotFound(
+                f'The PostgreSQL database {self.name!r} does not exist '
+                f'on {self.uri!r}: run "trytond-queue init -d '
+                f'{self.name}".') from exception
 
     def get_connection(self, readonly=False, autocommit=False):
         """Return a pooled connection, replacing those found broken."""
@@ -180,17 +189,24 @@ class Database(BaseDatabase):
         if connection.closed:
             return False
         # An idle connection has nothing to read unless the server sent
-        # an error before closing it (a terminated backend, a restart):
-        # a poll then reads it, without a round trip in the usual case.
+        # an error before closing it (a terminated backend, a restart).
+        # libpq would notice only at the next query, so peek at the
+        # socket: it costs no round trip, and select says when to.
         readable, _, _ = select.select([connection], [], [], 0)
         if not readable:
             return True
-        try:
-            connection.poll()
-            connection.notifies.clear()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            return False
-        return not connection.closed
+        with socket.fromfd(
+                connection.fileno(), socket.AF_INET,
+                socket.SOCK_STREAM) as peer:
+            try:
+                waiting = peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+        # End of stream, or an ErrorResponse message ('E'): the server
+        # has ended the session.
+        return waiting not in (b'', b'E')
 
     def put_connection(self, connection, close=False):
         """Give the connection back to the pool, rolled back."""
@@ -205,7 +221,12 @@ class Database(BaseDatabase):
                 connection.rollback()
             except psycopg2.Error:
                 close = True
-        pool.putconn(connection, close=close)
+        try:
+            pool.putconn(connection, close=close)
+        except psycopg2.pool.PoolError:
+            # The pool was closed and replaced while the connection was
+            # out: it belongs to no pool any more.
+            connection.close()
 
     def close(self):
         """Close every connection of the pool."""
@@ -231,20 +252,6 @@ class Database(BaseDatabase):
     def is_integrity_error(self, exception):
         """Tell whether a constraint refused the change."""
         return isinstance(exception, psycopg2.IntegrityError)
-
-    def literal(self, value):
-        """Return a constant as SQL, quoted by psycopg2."""
-        return psycopg2.extensions.adapt(value).getquoted().decode()
-
-    def quote_identifier(self, name):
-        """Return the name quoted as an SQL identifier."""
-        return psycopg2.extensions.quote_ident(name, self._any_connection())
-
-    def _any_connection(self):
-        # quote_ident needs a connection only for its encoding.
-        if getattr(self, '_quote_connection', None) is None:
-            self._quote_connection = self.connect()
-        return self._quote_connection
 
     def table_exists(self, connection, table_name):
         """Tell whether the table exists in the current schema."""

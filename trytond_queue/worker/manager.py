@@ -69,6 +69,9 @@ class Manager:
         self.signals = 0
         self.restart_delay = 0.0
         self.restart_at = 0.0
+        # (database index, worker id) of dead processes whose tasks
+        # could not be given back yet.
+        self.orphans = []
 
     def on_signal(self, signum, frame):
         """Count the stop signals; the loop acts on them."""
@@ -184,7 +187,7 @@ class Manager:
             logger.warning(
                 'manager %d: process %d %s', os.getpid(), pid,
                 _describe(code))
-        for index, identity in enumerate(self.identities):
+        for index in range(len(self.identities)):
             worker_id = child.slot.worker(index)
             if worker_id is None:
                 continue
@@ -196,13 +199,10 @@ class Manager:
                 f'running the task'
                 + (f' ({child.killed_for})' if child.killed_for else '')
                 + '.')
-            try:
-                give_back(identity.connection, identity.database,
-                    worker_id, culprit, error)
-            except Exception:
-                logger.warning(
-                    'manager %d: tasks of process %d not given back yet',
-                    os.getpid(), pid, exc_info=True)
+            if not self._on_database(
+                    index, give_back, worker_id, culprit, error):
+                # Given back later by whichever manager finds them.
+                self.orphans.append((index, worker_id))
         if code != 0 and time.monotonic() - child.started < QUICK_DEATH:
             self.restart_delay = min(
                 max(self.restart_delay * 2, 0.5), MAX_RESTART_DELAY)
@@ -230,13 +230,41 @@ class Manager:
                 child.process.kill()
 
     def _rescue(self):
-        for identity in self.identities:
-            try:
-                rescue_dead_workers(identity.connection, identity.database)
-            except Exception:
+        for index in range(len(self.identities)):
+            for orphan in [o for o in self.orphans if o[0] == index]:
+                if self._on_database(index, give_back, orphan[1]):
+                    self.orphans.remove(orphan)
+            self._on_database(index, rescue_dead_workers)
+
+    def _on_database(self, index, function, *args):
+        """Call function(connection, database, *args); tell if it worked.
+
+        A lost connection is reopened, under a new identity, at the next
+        call; it is logged once, not at every attempt.
+        """
+        identity = self.identities[index]
+        try:
+            if identity.connection is None:
+                identity = self.identities[index] = Identity(
+                    identity.database_name, self.queues).open()
                 logger.warning(
-                    'manager %d: looking for dead workers of %s failed',
-                    os.getpid(), identity.database_name, exc_info=True)
+                    'manager %d: connected to %s again', os.getpid(),
+                    identity.database_name)
+            function(identity.connection, identity.database, *args)
+        except Exception as exception:
+            if not identity.database.is_connection_error(exception):
+                logger.critical(
+                    'manager %d: %s on %s failed', os.getpid(),
+                    function.__name__, identity.database_name,
+                    exc_info=True)
+                return False
+            if identity.connection is not None:
+                logger.warning(
+                    'manager %d: connection to %s lost: %s', os.getpid(),
+                    identity.database_name, str(exception).strip())
+                identity.close(forget=False)
+            return False
+        return True
 
 
 def _describe(code):
