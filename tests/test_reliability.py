@@ -2,13 +2,20 @@
 import os
 import random
 import signal
+import subprocess
 import time
 
 import psycopg2
 
 from trytond_queue.pool import Pool
 
-from .workers import running_worker, task_states, wait_for, worker_mode
+from .workers import (
+    command,
+    running_worker,
+    task_states,
+    wait_for,
+    worker_mode,
+)
 
 
 def _queue(env, method, count, *args, context=None):
@@ -158,3 +165,25 @@ def test_workers_survive_terminated_connections(pg_env, tmp_path):
         assert time.monotonic() - started < 15
         assert process.poll() is None
     assert sorted(_log_names(env)) == ['after'] * 5 + ['before'] * 5
+
+
+def test_running_task_is_cancelled(pg_env, tmp_path):
+    env = pg_env
+    worker_mode()
+    long, = _queue(env, 'sleep', 1, 30)
+    other, = _queue(env, 'insert', 1, 'other')
+    with running_worker(env, tmp_path, '-n', '1'):
+        wait_for(lambda: _tasks(env, [long])[long][0] == 'running',
+            message='the long task running')
+        result = subprocess.run(
+            command('trytond-queue') + [
+                '-c', env.config_file(tmp_path), 'cancel', str(long),
+                '-d', env.database_name],
+            env=env.subprocess_env(), capture_output=True, text=True,
+            timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert 'asked to roll it back' in result.stdout
+        wait_for(lambda: task_states(env) == {
+            'cancelled': 1, 'done': 1}, timeout=20,
+            message='the task cancelled and the other done')
+    assert _log_names(env) == ['other']

@@ -27,24 +27,34 @@ def command(name):
 def running_worker(env, tmp_path, *args, stop=True, **options):
     """Run trytond-worker on the test database during the block."""
     conf = env.config_file(tmp_path, **options)
-    process = subprocess.Popen(
-        command('trytond-worker') + ['-c', conf, '-d', env.database_name,
-            *args],
-        env=env.subprocess_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log_path = os.path.join(str(tmp_path), 'worker.log')
+    with open(log_path, 'w') as log:
+        process = subprocess.Popen(
+            command('trytond-worker') + [
+                '-c', conf, '-d', env.database_name, '-v', *args],
+            env=env.subprocess_env(), stdout=log,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         yield process
     finally:
+        _stop(process, stop)
+        with open(log_path) as log:
+            # Shown by pytest when the test fails.
+            print(''.join(
+                line for line in log if ' done in ' not in line)[-5000:])
+
+
+def _stop(process, stop):
+    if process.poll() is None:
+        if stop:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
         if process.poll() is None:
-            if stop:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    pass
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def wait_for(condition, timeout=30, interval=0.05, message='condition'):

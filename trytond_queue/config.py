@@ -88,6 +88,13 @@ class Configuration(configparser.ConfigParser):
     def _source(self) -> str:
         return ', '.join(repr(f) for f in self.files) or 'the defaults'
 
+    def origin(self, section: str, option: str) -> str:
+        """Say where the value of an option comes from, for messages."""
+        name = environment_name(section, option)
+        if name in os.environ:
+            return f'the environment variable {name}'
+        return self._source()
+
     def get(self, section, option, *args, raw=False, vars=None,
             fallback=_MISSING, **kwargs):
         """Return an option, the environment overriding the files."""
@@ -114,14 +121,10 @@ class Configuration(configparser.ConfigParser):
         try:
             return convert(value.strip())
         except ValueError as exception:
-            origin = (
-                f'the environment variable '
-                f'{environment_name(section, option)}'
-                if environment_name(section, option) in os.environ
-                else self._source())
             raise ConfigError(
                 f'The option [{section}] {option} = {value!r} in '
-                f'{origin} is not {kind}.') from exception
+                f'{self.origin(section, option)} is not {kind}.'
+                ) from exception
 
     def getint(self, section, option, *args, fallback=_MISSING, **kwargs):
         """Return an option as an integer; None when it is empty."""

@@ -3,8 +3,10 @@
 Decimal, datetime, date, time, timedelta and bytes are written as objects
 that name their class (``{"__class__": "Decimal", "decimal": "1.50"}``)
 and come back as the same type.  Anything else that JSON cannot hold is
-refused with :class:`ArgumentEncodingError`.  Dictionary keys must be
-strings: JSON would silently turn other keys into strings.
+refused with :class:`ArgumentEncodingError`, and so are NaN and the
+infinities.  Dictionary keys must be strings, JSON would silently turn
+other keys into strings, and the key ``__class__`` is reserved for the
+typed values.
 """
 import base64
 import datetime
@@ -20,6 +22,9 @@ def _encode(value):
     # Called by json for the values it cannot write itself.  datetime is
     # tested before date because it is a subclass of it.
     if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            # JSON has no NaN nor infinity, and float ones are refused.
+            raise ValueError(f'{value!r} is not a finite number')
         return {'__class__': 'Decimal', 'decimal': str(value)}
     if isinstance(value, datetime.datetime):
         return {'__class__': 'datetime', 'iso': value.isoformat()}
@@ -68,12 +73,45 @@ _encoder = json.JSONEncoder(
 _decoder = json.JSONDecoder(object_hook=_decode)
 
 
+_NO_KEY = object()
+_SCALARS = frozenset([str, int, float, bool, type(None)])
+_KEY_RULE = 'keys must be strings other than "__class__"'
+
+
 def dumps(value) -> str:
     """Return value as typed JSON, or raise ArgumentEncodingError."""
     try:
-        return _encoder.encode(value)
+        text = _encoder.encode(value)
     except (TypeError, ValueError) as exception:
         raise ArgumentEncodingError(str(exception)) from exception
+    # The walk comes after the encoding, which has refused cycles.
+    key = _bad_key(value)
+    if key is not _NO_KEY:
+        raise ArgumentEncodingError(
+            f'the dictionary key {key!r} cannot be stored as JSON: '
+            f'{_KEY_RULE}')
+    return text
+
+
+def _bad_key(value):
+    # JSON turns the keys 1, 1.0, True and None into strings without a
+    # word, and a "__class__" key would read back as a typed value.
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str) or key == '__class__':
+                    return key
+            items = value.values()
+        elif isinstance(value, (list, tuple)):
+            items = value
+        else:
+            continue
+        # Long lists of ids are common: their types are gathered in C.
+        if not _SCALARS.issuperset(map(type, items)):
+            stack.extend(items)
+    return _NO_KEY
 
 
 def loads(text: str):
@@ -87,16 +125,26 @@ def check(name: str, value):
     It walks the value, so it is meant for error messages, not for every
     call: :func:`dumps` already refuses what JSON cannot hold.
     """
+    _check(name, value, ())
+
+
+def _check(name, value, containers):
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in containers:
+            raise ArgumentEncodingError(
+                f'The argument {name} contains itself: JSON cannot hold '
+                'a circular reference.')
+        containers += (id(value),)
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if not isinstance(key, str) or key == '__class__':
                 raise ArgumentEncodingError(
                     f'The argument {name} has the key {key!r}: '
-                    'keys of dictionaries must be strings.')
-            check(f'{name}[{key!r}]', item)
+                    f'{_KEY_RULE}.')
+            _check(f'{name}[{key!r}]', item, containers)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            check(f'{name}[{index}]', item)
+            _check(f'{name}[{index}]', item, containers)
     else:
         try:
             dumps(value)

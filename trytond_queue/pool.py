@@ -13,16 +13,29 @@ import threading
 from . import backend
 from .config import config
 from .exceptions import (
-    ConfigError, DatabaseNotFound, DatabaseNotInitialised, ModelError)
+    ConfigError,
+    DatabaseNotFound,
+    DatabaseNotInitialised,
+    ModelError,
+)
+from .model.model import ModelMeta
 from .transaction import Transaction
 
-__all__ = ['Pool']
+__all__ = ['Pool', 'PoolMeta']
 
 logger = logging.getLogger(__name__)
 
 # The modules of the framework itself, registered before the
 # application's modules.
 CORE_MODULES = ['trytond_queue.queue']
+
+
+class PoolMeta(ModelMeta):
+    """The metaclass of a class that extends a model of another module.
+
+    The class names the model in ``__name__`` and holds only what it
+    adds; the pool composes it with the classes of the same name.
+    """
 
 
 class Pool:
@@ -58,6 +71,12 @@ class Pool:
     @classmethod
     def register(cls, *classes, module: str):
         """Register model classes under the name of their module."""
+        for klass in classes:
+            if not isinstance(klass, ModelMeta):
+                raise ModelError(
+                    f'{klass!r} of module {module!r} is not a model: '
+                    'derive it from Model or ModelSQL, or give it '
+                    'metaclass=PoolMeta if it extends one.')
         with cls._lock:
             registered = cls._registered.setdefault(module, [])
             for klass in classes:
@@ -65,10 +84,15 @@ class Pool:
                     registered.append(klass)
 
     @classmethod
-    def forget(cls):
-        """Drop every pool, so that the next use initialises anew."""
+    def forget(cls, database_name: str | None = None):
+        """Drop the pools (all, or those of one database name).
+
+        The next use of a forgotten pool initialises it anew.
+        """
         with cls._lock:
-            cls._pools.clear()
+            for database in list(cls._pools):
+                if database_name in (None, database.name):
+                    del cls._pools[database]
 
     @staticmethod
     def modules() -> list[str]:
@@ -92,25 +116,35 @@ class Pool:
                 klass.__setup__()
             for klass in self._classes.values():
                 klass.__post_setup__()
+            # The tables are built from the set-up classes, which may
+            # ask the pool for the targets of their links.
             self._initialised = True
-        if not self.database.exists():
-            if not update or not getattr(
-                    self.database, 'created_on_init', False):
-                raise DatabaseNotFound(
-                    f'The database {self.database_name!r} does not exist: '
-                    f'run "trytond-queue init -d {self.database_name}".')
-            self.database.create()
-        if update:
-            self._update_tables()
-        else:
-            self._check_tables()
+        try:
+            if not self.database.exists():
+                if not update or not getattr(
+                        self.database, 'created_on_init', False):
+                    raise DatabaseNotFound(
+                        f'The database {self.database_name!r} does not '
+                        f'exist: run "trytond-queue init -d '
+                        f'{self.database_name}".')
+                self.database.create()
+            if update:
+                self._update_tables()
+            else:
+                self._check_tables()
+        except BaseException:
+            self._initialised = False
+            raise
         return self
 
     def _compose(self, modules):
         by_name = {}
         for module_name in modules:
             for klass in self._registered.get(module_name, []):
-                by_name.setdefault(klass.__name__, []).append(klass)
+                classes = by_name.setdefault(klass.__name__, [])
+                # A class registered by two modules is one base.
+                if klass not in classes:
+                    classes.append(klass)
         composed = {}
         for name, classes in by_name.items():
             # A new class per pool keeps the setup of each pool apart.

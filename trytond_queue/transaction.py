@@ -13,6 +13,7 @@ from sql import Flavor
 
 from . import backend
 from .config import config
+from .exceptions import TrytondQueueError
 
 __all__ = ['Transaction', 'run_in_transaction']
 
@@ -72,6 +73,8 @@ class Transaction:
                 database_name, user, context=context, readonly=readonly,
                 autocommit=autocommit)
         database = backend.Database(database_name)
+        if not readonly and not database.has_concurrent_writers:
+            self._check_no_writer(database)
         self.connection = database.get_connection(
             readonly=readonly, autocommit=autocommit)
         self.database = database
@@ -89,6 +92,19 @@ class Transaction:
         self.started = True
         self._stack().append(self)
         return self
+
+    def _check_no_writer(self, database):
+        # The outer transaction of this thread holds the write lock: the
+        # new one would wait for it until the busy timeout.
+        for transaction in self._stack():
+            if (transaction.database is database
+                    and not transaction.readonly
+                    and not transaction.autocommit):
+                raise TrytondQueueError(
+                    f'The database {database.name!r} takes one writer at '
+                    'a time and this thread already writes in it: start '
+                    'the new transaction with readonly=True, or after '
+                    'the current one ends.')
 
     def __enter__(self):
         return self
@@ -128,7 +144,15 @@ class Transaction:
             self.connection = None
         hooks, self._committed_hooks = self._committed_hooks, []
         for function, args, kwargs in hooks:
-            function(*args, **kwargs)
+            # The work is committed: a failing hook must neither look
+            # like a failure of the transaction nor keep the next hooks
+            # from running.
+            try:
+                function(*args, **kwargs)
+            except Exception:
+                logger.critical(
+                    '%s: the after-commit hook %r failed',
+                    self.database.name, function, exc_info=True)
 
     @property
     def database_name(self) -> str:
@@ -147,7 +171,9 @@ class Transaction:
     def set_context(self, context=None, **kwargs):
         """Add keys to the context until the returned manager exits."""
         previous = self.context
-        self.context = dict(previous, **(context or {}), **kwargs)
+        self.context = dict(previous)
+        self.context.update(context or {})
+        self.context.update(kwargs)
         return _Restore(self, 'context', previous)
 
     def reset_context(self):
@@ -163,9 +189,19 @@ class Transaction:
         """Call function once the transaction has committed and ended.
 
         Nothing is called if the transaction rolls back.  The function
-        runs outside the transaction and may start transactions itself.
+        runs outside the transaction and may start transactions itself;
+        an exception it raises is logged, not raised.
         """
         self._after_commit.append((function, args, kwargs))
+
+    def hooks_mark(self):
+        """Return a mark of the hooks added so far, for a savepoint."""
+        return len(self._before_commit), len(self._after_commit)
+
+    def forget_hooks(self, mark):
+        """Forget the hooks added since mark: their savepoint rolled back."""
+        del self._before_commit[mark[0]:]
+        del self._after_commit[mark[1]:]
 
     def commit(self, begin=True):
         """Commit the work done so far; the transaction goes on."""

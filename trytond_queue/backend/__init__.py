@@ -33,7 +33,7 @@ def name() -> str:
         raise ConfigError(
             f'The option [database] uri = {uri!r} names the unknown '
             f'backend {scheme!r}: use one of {known} '
-            f'(read from {config._source()}).')
+            f'(read from {config.origin("database", "uri")}).')
     return scheme
 
 

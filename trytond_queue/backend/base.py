@@ -35,6 +35,9 @@ class Database:
     has_advisory_lock = False
     has_sequence = False
     has_on_conflict = False
+    # Whether two transactions may write at once; else a writer waits
+    # for the other to end.
+    has_concurrent_writers = True
 
     def __init__(self, name: str):
         self.name = name
@@ -69,6 +72,11 @@ class Database:
 
     def close(self):
         """Close every connection of the pool."""
+
+    @staticmethod
+    def is_alive(connection):
+        """Tell, without a round trip, whether an idle connection works."""
+        return True
 
     def begin(self, connection, readonly=False):
         """Start a transaction where the driver does not do it itself."""

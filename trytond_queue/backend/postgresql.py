@@ -168,7 +168,7 @@ class Database(BaseDatabase):
         pool = self._get_pool()
         for _ in range(self.maxconn + 1):
             connection = pool.getconn()
-            if self._is_alive(connection):
+            if self.is_alive(connection):
                 break
             logger.info(
                 '%s: replacing a broken connection of the pool', self.name)
@@ -185,7 +185,8 @@ class Database(BaseDatabase):
         return connection
 
     @staticmethod
-    def _is_alive(connection):
+    def is_alive(connection):
+        """Tell, without a round trip, whether an idle connection works."""
         if connection.closed:
             return False
         # An idle connection has nothing to read unless the server sent

@@ -16,7 +16,8 @@ from sql import Flavor, Table
 
 from ..config import config
 from ..exceptions import DatabaseNotFound
-from .base import SQL_TYPES, Database as BaseDatabase
+from .base import SQL_TYPES
+from .base import Database as BaseDatabase
 
 __all__ = ['Database']
 
@@ -42,11 +43,15 @@ class Database(BaseDatabase):
 
     flavor = Flavor(
         paramstyle='qmark', ilike=False, max_limit=-1, null_ordering=True)
+    # A NUMERIC column compares as numbers but keeps only 15 significant
+    # digits of a Decimal, which it stores as a float; a TEXT column
+    # would keep every digit but compare '10' before '9'.
     sql_types = dict(
         SQL_TYPES, float='REAL', boolean='BOOLEAN', numeric='NUMERIC')
     id_definition = 'INTEGER PRIMARY KEY AUTOINCREMENT'
     has_returning = sqlite3.sqlite_version_info >= (3, 35)
     has_on_conflict = sqlite3.sqlite_version_info >= (3, 24)
+    has_concurrent_writers = False
     # An embedded database is a file that initialisation may create.
     created_on_init = True
 

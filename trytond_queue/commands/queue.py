@@ -21,6 +21,7 @@ from ..config import config
 from ..pool import Pool
 from ..queue import store
 from ..queue.model import FINAL_STATES, STATES, WAITING_STATES
+from ..queue.notify import CANCEL_CHANNEL, notify
 from ..transaction import Transaction, run_in_transaction
 from .common import (
     config_option,
@@ -49,7 +50,7 @@ NOT_RETRIED = dict(
     running='is running: it can be retried once it has failed',
     done='is done: a finished task does not run again, queue a new one')
 NOT_CANCELLED = {
-    'running': 'is running: it can no longer be cancelled',
+    'running': 'is running, and only PostgreSQL can stop a running task',
     'done': 'is done: there is nothing left to cancel',
     'failed': 'has failed: it will not run again unless retried',
     }
@@ -418,7 +419,15 @@ def _cancel(ids):
     # that the transaction runs again.
     waiting = [i for i in ids if before.get(i) in WAITING_STATES]
     store.finish(cursor, waiting, state='cancelled')
-    return before, set(waiting)
+    transaction = Transaction()
+    running = [i for i in ids if before.get(i) == 'running']
+    if running and transaction.database.has_channel:
+        # The row of a running task is locked by its run: its manager
+        # learns of the request at commit and stops the task.
+        for task_id in running:
+            notify(transaction, str(task_id), channel=CANCEL_CHANNEL)
+        return before, set(waiting), running
+    return before, set(waiting), []
 
 
 @database_command()
@@ -429,8 +438,14 @@ def cancel(database, task_ids):
     """Cancel pending or scheduled tasks, so that they never run."""
     _open(database)
     ids = list(dict.fromkeys(task_ids))
-    before, cancelled = run_in_transaction(database, 0, _cancel, ids)
-    _report(ids, before, cancelled, 'cancelled', NOT_CANCELLED)
+    before, cancelled, requested = run_in_transaction(
+        database, 0, _cancel, ids)
+    for task_id in requested:
+        click.echo(
+            f'Task {task_id} is running: its worker was asked to roll it '
+            'back and mark it cancelled.')
+    _report([i for i in ids if i not in requested], before, cancelled,
+        'cancelled', NOT_CANCELLED)
 
 
 def _finished_before(table, cutoff):
@@ -487,6 +502,33 @@ def clean(database, days):
         f'{format_time(cutoff)} UTC.')
 
 
+@database_command()
+@click.option(
+    '--bind', metavar='HOST:PORT',
+    help='The address to listen on; [web] listen when absent '
+    '(127.0.0.1:8300).')
+def web(database, bind):
+    """Serve the web dashboard and the /metrics of the database.
+
+    A non-loopback address needs [web] password.
+    """
+    from werkzeug.serving import run_simple
+
+    from ..web.app import listen_address, make_app
+    host, port = listen_address(bind)
+    application = make_app(database)
+    shown = f'[{host}]' if ':' in host else host
+    click.echo(
+        f'The dashboard of {database!r} is at http://{shown}:{port}/ '
+        '(Ctrl+C to stop).')
+    try:
+        run_simple(host, port, application, threaded=True)
+    except OSError as exception:
+        raise click.ClickException(
+            f'Cannot listen on {host}:{port}: {exception.strerror}. '
+            'Choose another address with --bind HOST:PORT.') from exception
+
+
 def _add_commands():
     # Commands of their own module, kept apart to keep this one short.
     from .demo import demo
@@ -494,3 +536,4 @@ def _add_commands():
 
 
 _add_commands()
+

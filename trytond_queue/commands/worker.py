@@ -7,6 +7,7 @@ from .. import backend
 from ..config import config
 from ..exceptions import ConfigError
 from ..pool import Pool
+from ..queue.limits import configured_limits
 from ..worker import logs
 from ..worker.manager import Manager
 from .common import database_names, load_config, user_errors
@@ -26,6 +27,7 @@ def _check(config_file, names):
         raise ConfigError(
             'No database to serve: give -d NAME or set '
             'TRYTOND_DATABASE_NAMES.')
+    configured_limits()
     for name in names:
         Pool(name).init(update=False)
     backend.forget_databases()

@@ -5,7 +5,7 @@ import decimal
 from sql import Column
 
 from .. import encoding
-from ..exceptions import ModelError
+from ..exceptions import ArgumentEncodingError, ModelError
 
 __all__ = [
     'Field', 'Char', 'Text', 'Integer', 'Float', 'Numeric', 'Boolean',
@@ -18,6 +18,8 @@ class Field:
 
     kind = None
     python_types = ()
+    # The value that a NULL column stands for, as domains see it.
+    null_value = None
 
     def __init__(self, string: str | None = None, required=False,
                  readonly=False, help: str = '', select=False):
@@ -103,12 +105,17 @@ class Integer(Field):
     kind = 'integer'
     python_types = (int,)
 
+    # The range of the SQL INTEGER of both backends' column types.
+    minimum, maximum = -2 ** 31, 2 ** 31 - 1
+
     def validate(self, value):
-        """Refuse booleans, which are integers to Python."""
-        if isinstance(value, bool):
+        """Refuse booleans, which are integers to Python, and overflows."""
+        value = super().validate(_not_bool(self, value))
+        if value is not None and not self.minimum <= value <= self.maximum:
             raise ModelError(
-                f'The field {self.name!r} holds int, not bool {value!r}.')
-        return super().validate(value)
+                f'The field {self.name!r} holds integers from '
+                f'{self.minimum} to {self.maximum}, not {value}.')
+        return value
 
 
 class Float(Field):
@@ -118,9 +125,13 @@ class Float(Field):
     python_types = (float, int)
 
     def validate(self, value):
-        """Store integers as floats."""
-        value = super().validate(value)
-        return float(value) if value is not None else None
+        """Store integers as floats; refuse NaN, which SQLite drops."""
+        value = super().validate(_not_bool(self, value))
+        if value is None:
+            return None
+        if value != value:
+            raise ModelError(f'The field {self.name!r} cannot hold NaN.')
+        return float(value)
 
     def from_sql(self, value):
         """Return a float."""
@@ -134,9 +145,14 @@ class Numeric(Field):
     python_types = (decimal.Decimal, int)
 
     def validate(self, value):
-        """Store integers as Decimal."""
-        value = super().validate(value)
-        return decimal.Decimal(value) if value is not None else None
+        """Store integers as Decimal; refuse NaN."""
+        value = super().validate(_not_bool(self, value))
+        if value is None:
+            return None
+        value = decimal.Decimal(value)
+        if value.is_nan():
+            raise ModelError(f'The field {self.name!r} cannot hold NaN.')
+        return value
 
     def from_sql(self, value):
         """Return a Decimal, whatever the driver gave."""
@@ -150,6 +166,12 @@ class Boolean(Field):
 
     kind = 'boolean'
     python_types = (bool,)
+    # As in Tryton, NULL is False: a domain on False matches NULL rows.
+    null_value = False
+
+    def validate(self, value):
+        """Store None as False."""
+        return bool(super().validate(value))
 
     def from_sql(self, value):
         """Return a bool; SQLite stores 0 and 1."""
@@ -183,6 +205,14 @@ class Timestamp(Field):
     kind = 'timestamp'
     python_types = (datetime.datetime,)
 
+    def validate(self, value):
+        """Turn an aware datetime into the naive one of UTC."""
+        value = super().validate(value)
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(
+                tzinfo=None)
+        return value
+
     def from_sql(self, value):
         """Return a datetime; SQLite stores ISO text."""
         if isinstance(value, str):
@@ -206,6 +236,18 @@ class Dict(Field):
 
     kind = 'json'
     python_types = (dict,)
+
+    def validate(self, value):
+        """Refuse a dictionary that typed JSON cannot hold."""
+        value = super().validate(value)
+        if value is not None:
+            try:
+                encoding.dumps(value)
+            except ArgumentEncodingError as exception:
+                raise ModelError(
+                    f'The field {self.name!r} cannot store '
+                    f'{value!r:.60}: {exception.message}.') from exception
+        return value
 
     def sql_format(self, value):
         """Return the JSON text of the dictionary."""
@@ -242,7 +284,9 @@ class Many2One(Field):
 
     def validate(self, value):
         """Take a record of the target model or an id."""
-        if value is None or isinstance(value, int) and value >= 0:
+        if value is None or (
+                isinstance(value, int) and not isinstance(value, bool)
+                and value >= 0):
             return value
         if getattr(value, '__name__', None) == self.model_name:
             return value
@@ -268,3 +312,11 @@ class Many2One(Field):
             f'REFERENCES {database.quote_identifier(target._table)} '
             f'({database.quote_identifier("id")}) ON DELETE '
             f'{self.ondelete}')
+
+
+def _not_bool(field, value):
+    # bool is a subclass of int, which would let True pass for 1.
+    if isinstance(value, bool):
+        raise ModelError(
+            f'The field {field.name!r} holds numbers, not bool {value!r}.')
+    return value

@@ -1,7 +1,7 @@
 """ModelSQL: models whose records are the rows of a table."""
 import re
 
-from sql import Literal, Table
+from sql import Column, Literal, Table
 from sql.aggregate import Count
 
 from ..exceptions import ModelError
@@ -184,6 +184,10 @@ class ModelSQL(Model):
                 cls._fields[name].sql_column(table))
             way, _, nulls = direction.partition(' NULLS ')
             column = column.desc if way == 'DESC' else column.asc
+            if not nulls and name != 'id':
+                # NULL sorts as the largest value, as PostgreSQL and its
+                # indexes do by default, on SQLite too.
+                nulls = 'FIRST' if way == 'DESC' else 'LAST'
             if nulls:
                 column = column.nulls_first if nulls == 'FIRST' else (
                     column.nulls_last)
@@ -248,6 +252,9 @@ class ModelSQL(Model):
                 raise ModelError(
                     f'The field {name!r} of {cls.__name__!r} is required.')
 
+    # Columns are named with Column(table, name), never getattr(table,
+    # name), since a field may be named like a method of Table (select,
+    # update, alias...).
     @classmethod
     def create(cls, vlist) -> list['ModelSQL']:
         """Insert the records of the list of values; return them."""
@@ -265,7 +272,7 @@ class ModelSQL(Model):
             names = ['id'] + list(cls._fields)
             for start in range(0, len(rows), CHUNK):
                 cursor.execute(*table.insert(
-                    [getattr(table, n) for n in names],
+                    [Column(table, n) for n in names],
                     [[id_] + [row.get(n) for n in names[1:]]
                         for id_, row in zip(
                             ids[start:start + CHUNK],
@@ -275,7 +282,7 @@ class ModelSQL(Model):
             for row in rows:
                 names = list(row)
                 query = table.insert(
-                    [getattr(table, n) for n in names],
+                    [Column(table, n) for n in names],
                     [[row[n] for n in names]])
                 if not names:
                     query = table.insert()
@@ -307,7 +314,7 @@ class ModelSQL(Model):
             names = list(sql_values)
             for start in range(0, len(ids), CHUNK):
                 cursor.execute(*table.update(
-                    [getattr(table, n) for n in names],
+                    [Column(table, n) for n in names],
                     [sql_values[n] for n in names],
                     where=table.id.in_(ids[start:start + CHUNK])))
             for id_ in ids:
@@ -318,14 +325,13 @@ class ModelSQL(Model):
         """Delete the records."""
         ids = [int(r) for r in records]
         transaction = Transaction()
-        cache = transaction.cache.setdefault(cls.__name__, {})
         table = cls.__table__()
         cursor = transaction.connection.cursor()
         for start in range(0, len(ids), CHUNK):
             cursor.execute(*table.delete(
                 where=table.id.in_(ids[start:start + CHUNK])))
-        for id_ in ids:
-            cache.pop(id_, None)
+        # ON DELETE SET NULL and CASCADE change the rows of other models.
+        transaction.cache.clear()
 
     @dualmethod
     def save(cls, records):

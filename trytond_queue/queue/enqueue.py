@@ -9,19 +9,24 @@ a loop of calls costs one round trip per few hundred tasks.
 import datetime
 import hashlib
 import json
+import math
 import re
 
-from sql import Table
+from sql import Conflict, Table
 
 from .. import encoding
 from ..config import config
 from ..exceptions import QueueError
 from ..transaction import Transaction
 from . import store
+from .model import WAITING_STATES
 
 __all__ = ['QueueCaller', 'enqueue', 'flush_buffer', 'discard_buffer']
 
-QUEUE_NAME = re.compile(r'^[A-Za-z0-9_.-]{1,64}$')
+QUEUE_NAME = re.compile(r'[A-Za-z0-9_.-]{1,64}')
+# The bounds of the INTEGER columns, checked at the call rather than
+# found out by the database at the commit.
+MIN_INTEGER, MAX_INTEGER = -2 ** 31, 2 ** 31 - 1
 # Context keys that configure the queuing itself; they are not stored.
 QUEUE_KEYS = frozenset({
     'queue_name', 'queue_scheduled_at', 'queue_expected_at', 'queue_batch',
@@ -34,6 +39,7 @@ COLUMNS = (
     'max_attempts', 'timeout', 'unique_key',
     )
 BUFFER_KEY = 'ir.queue.buffer'
+DEFAULTS_KEY = 'ir.queue.defaults'
 # Rows per INSERT when the buffer is written.
 FLUSH_CHUNK = 1000
 
@@ -41,15 +47,20 @@ FLUSH_CHUNK = 1000
 class QueueCaller:
     """The object behind ``__queue__``: any method name queues a call."""
 
-    __slots__ = ('model', 'instance')
+    # Private names, so that no public method of a model is hidden.
+    __slots__ = ('_model', '_instance')
 
     def __init__(self, model, instance=None):
-        self.model = model
-        self.instance = instance
+        self._model = model
+        self._instance = instance
 
     def __getattr__(self, method_name):
-        self.model.check_method(method_name)
-        model, instance = self.model, self.instance
+        if method_name.startswith('__') and method_name.endswith('__'):
+            # Python's own protocols (copy, pickle, inspect) probe these
+            # and expect an AttributeError for those missing.
+            raise AttributeError(method_name)
+        model, instance = self._model, self._instance
+        model.check_method(method_name)
 
         def queue_call(*args, **kwargs):
             if instance is not None:
@@ -65,13 +76,14 @@ class QueueCaller:
 class _Buffer:
     """The rows queued in one transaction and not yet written."""
 
-    __slots__ = ('rows', 'ids', 'reserved', 'notify', 'inline_ids')
+    __slots__ = ('rows', 'reserved', 'notify', 'inline_ids', 'hooked')
 
     def __init__(self):
         self.rows = []
         self.reserved = []
         self.notify = False
         self.inline_ids = []
+        self.hooked = False
 
 
 def _instance_ids(model, instances):
@@ -109,26 +121,42 @@ def _integer(context, key, default, minimum):
     value = context.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or (
-            value < minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            minimum <= value <= MAX_INTEGER):
         raise QueueError(
-            f'The context key {key!r} takes an integer of at least '
-            f'{minimum}, not {value!r:.60}.')
+            f'The context key {key!r} takes an integer from {minimum} '
+            f'to {MAX_INTEGER}, not {value!r:.60}.')
     return value
 
 
-def _options(context, now):
+def _defaults(transaction):
+    """Return the configured options of tasks, read once a transaction."""
+    # Reading the configuration costs more than the rest of a call.
+    defaults = transaction.storage.get(DEFAULTS_KEY)
+    if defaults is None:
+        defaults = transaction.storage[DEFAULTS_KEY] = {
+            'queue_timeout': config.getfloat(
+                'queue', 'timeout', fallback=None),
+            'queue_max_attempts': config.getint(
+                'queue', 'max_attempts', fallback=5),
+            }
+    return defaults
+
+
+def _options(context, defaults, now):
     """Return the row values that the context sets."""
-    name = context.get('queue_name') or 'default'
-    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+    name = context.get('queue_name')
+    if name is None:
+        name = 'default'
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
         raise QueueError(
             f'The queue name {name!r} is not valid: use 1 to 64 letters, '
             'digits, "_", "-" or ".".')
-    timeout = context.get(
-        'queue_timeout', config.getfloat('queue', 'timeout', fallback=None))
+    timeout = context.get('queue_timeout', defaults['queue_timeout'])
     if timeout is not None and (
             isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float)) or timeout <= 0):
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < math.inf):
         raise QueueError(
             f'The context key queue_timeout takes a positive number of '
             f'seconds, not {timeout!r:.60}.')
@@ -136,10 +164,11 @@ def _options(context, now):
         'name': name,
         'scheduled_at': _delta(context, 'queue_scheduled_at', now),
         'expected_at': _delta(context, 'queue_expected_at', now),
-        'priority': _integer(context, 'queue_priority', 0, -2 ** 31),
+        'priority': _integer(
+            context, 'queue_priority', 0, MIN_INTEGER),
         'max_attempts': _integer(
             context, 'queue_max_attempts',
-            config.getint('queue', 'max_attempts', fallback=5), 1),
+            defaults['queue_max_attempts'], 1),
         'timeout': timeout,
     }
 
@@ -180,10 +209,14 @@ def enqueue(model, method, instances, args, kwargs):
         raise QueueError(
             'Tasks are queued inside a transaction: use '
             'Transaction().start(...) first.')
+    if transaction.readonly:
+        raise QueueError(
+            'Tasks cannot be queued in a read-only transaction: start '
+            'the transaction with readonly=False.')
     context = transaction.context
     ids, single = _instance_ids(model, instances)
     now = store.utcnow()
-    options = _options(context, now)
+    options = _options(context, _defaults(transaction), now)
     unique = bool(context.get('queue_unique'))
     call = {
         'model': model.__name__, 'method': method,
@@ -239,12 +272,16 @@ def _buffer(transaction):
     buffer = transaction.storage.get(BUFFER_KEY)
     if buffer is None:
         buffer = transaction.storage[BUFFER_KEY] = _Buffer()
-        transaction.before_commit(_before_commit, transaction, buffer)
         if not config.getboolean('queue', 'worker', fallback=False):
             from .inline import run_after_commit
             transaction.after_commit(
                 run_after_commit, transaction.database.name,
                 buffer.inline_ids)
+    if not buffer.hooked:
+        # Hooked again when another hook of the commit queues a task
+        # after the flush, which would otherwise never be written.
+        transaction.before_commit(_before_commit, transaction, buffer)
+        buffer.hooked = True
     return buffer
 
 
@@ -252,17 +289,21 @@ def _add(transaction, row, unique):
     database = transaction.database
     buffer = _buffer(transaction)
     buffer.notify = True
-    if unique:
-        flush_buffer(transaction)
-        task_id = _insert_unique(transaction, row)
-    elif database.has_sequence:
+    if database.has_sequence:
+        # Every task takes its id from the reserve, unique ones too, so
+        # that ids follow the order of the calls.
         if not buffer.reserved:
             # Reserve more ids each time, so that a loop of calls costs
             # few round trips and a single call reserves one id.
             count = min(max(len(buffer.rows), 1), FLUSH_CHUNK)
             buffer.reserved = database.next_ids(
                 transaction.connection, Table('ir_queue'), count)[::-1]
-        task_id = row['id'] = buffer.reserved.pop()
+        row['id'] = buffer.reserved.pop()
+    if unique:
+        flush_buffer(transaction)
+        task_id = _insert_unique(transaction, row)
+    elif 'id' in row:
+        task_id = row['id']
         buffer.rows.append(row)
     else:
         task_id = _insert(transaction, [row])[0]
@@ -288,30 +329,31 @@ def _insert(transaction, rows):
 
 def _insert_unique(transaction, row):
     """Insert the row unless a waiting twin exists; return the id."""
-    from sql import Conflict
     table = Table('ir_queue')
     cursor = transaction.connection.cursor()
-    names = [c for c in COLUMNS if c != 'id']
-    waiting = table.state.in_(['pending', 'scheduled'])
-    for _ in range(3):
-        cursor.execute(*table.insert(
-            [getattr(table, c) for c in names],
-            [[row[c] for c in names]],
-            on_conflict=Conflict(
-                table, indexed_columns=[table.unique_key],
-                where=waiting & (table.unique_key != None)),  # noqa: E711
-            returning=[store.Returned('id')]))
-        inserted = cursor.fetchone()
-        if inserted:
-            return inserted[0]
-        cursor.execute(*table.select(
-            table.id,
-            where=(table.unique_key == row['unique_key']) & waiting))
-        existing = cursor.fetchone()
-        if existing:
-            return existing[0]
+    names = [c for c in COLUMNS if c != 'id' or 'id' in row]
+    # Without a conflict target, DO NOTHING covers the partial unique
+    # index of waiting tasks, which SQLite cannot match against a
+    # predicate whose constants are parameters.
+    cursor.execute(*table.insert(
+        [getattr(table, c) for c in names], [[row[c] for c in names]],
+        on_conflict=Conflict(table),
+        returning=[store.Returned('id')]))
+    inserted = cursor.fetchone()
+    if inserted:
+        return inserted[0]
+    # The twin is visible here: PostgreSQL reports a conflict with a row
+    # this snapshot cannot see as a serialization failure instead.
+    cursor.execute(*table.select(
+        table.id,
+        where=(table.unique_key == row['unique_key'])
+        & table.state.in_(list(WAITING_STATES))))
+    existing = cursor.fetchone()
+    if existing:
+        return existing[0]
     raise QueueError(
-        'A unique task kept changing state while it was queued: retry.')
+        'A unique task changed state while it was queued: queue it '
+        'again.')
 
 
 def flush_buffer(transaction):
@@ -332,6 +374,7 @@ def discard_buffer(transaction):
 
 
 def _before_commit(transaction, buffer):
+    buffer.hooked = False
     flush_buffer(transaction)
     if buffer.notify and transaction.database.has_channel:
         from .notify import notify

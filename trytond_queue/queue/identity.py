@@ -22,7 +22,8 @@ from ..transaction import Transaction
 from . import store
 from .runner import retry_delay
 
-__all__ = ['Identity', 'rescue_dead_workers', 'give_back', 'lock_path']
+__all__ = [
+    'Identity', 'rescue_dead_workers', 'give_back', 'mark_seen', 'lock_path']
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +103,15 @@ class Identity:
             self._lock_file = None
             _remove(path)
 
-    def claim(self, limit, queues=None):
+    def claim(self, limit, queues=None, excluded=()):
         """Take up to limit pending tasks; return them in order."""
         # The control connection runs outside any transaction, which
         # is what otherwise sets the SQL flavor of the thread.
         Flavor.set(self.database.flavor)
         return store.claim(
             self.connection, self.database, self.id,
-            self.queues if queues is None else queues, limit)
+            self.queues if queues is None else queues, limit,
+            excluded=excluded)
 
 
 def _worker_model(database_name):
@@ -216,3 +218,12 @@ def give_back(connection, database, worker_id, culprit=None, error=None):
     store.release(cursor, [i for i, in cursor.fetchall()], worker_id)
     worker = Table('ir_queue_worker')
     cursor.execute(*worker.delete(where=worker.id == worker_id))
+
+
+def mark_seen(connection, database, manager_id):
+    """Mark a manager and its processes as seen now."""
+    Flavor.set(database.flavor)
+    worker = Table('ir_queue_worker')
+    connection.cursor().execute(*worker.update(
+        [worker.last_seen], [store.utcnow()],
+        where=(worker.id == manager_id) | (worker.manager == manager_id)))

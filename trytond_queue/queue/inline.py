@@ -7,6 +7,8 @@ errors and retries are recorded the same way.  A failure is recorded on
 its row and logged; it never reaches the caller, whose work is
 committed already.
 """
+import collections
+import contextlib
 import logging
 import os
 import threading
@@ -23,7 +25,10 @@ __all__ = ['run_after_commit']
 logger = logging.getLogger(__name__)
 
 _identities = {}
-_lock = threading.Lock()
+# Guards the cache of identities and their connections, which the
+# threads of a process share.
+_lock = threading.RLock()
+_local = threading.local()
 
 
 def _identity(database_name):
@@ -34,6 +39,18 @@ def _identity(database_name):
         if identity is None:
             identity = _identities[key] = Identity(database_name).open()
     return identity
+
+
+def _discard(identity):
+    """Close an identity whose connection failed; the next use reopens."""
+    with _lock:
+        key = (os.getpid(), identity.database_name)
+        if _identities.get(key) is identity:
+            del _identities[key]
+    try:
+        identity.close()
+    except Exception:
+        logger.debug('closing %r failed', identity, exc_info=True)
 
 
 def _forget_after_fork():
@@ -48,29 +65,101 @@ def run_after_commit(database_name, task_ids):
     """Run the committed tasks of ids, one transaction each."""
     if not task_ids:
         return
+    waiting = getattr(_local, 'waiting', None)
+    if waiting is not None:
+        # The tasks were queued by a task running here: they wait for
+        # those queued before them, and the stack does not grow with a
+        # chain of tasks that queue the next.
+        waiting.extend((database_name, i) for i in task_ids)
+        return
     if Transaction().started:
-        logger.debug('inline tasks run inside another transaction')
-    identity = _identity(database_name)
-    for task_id in task_ids:
+        logger.debug(
+            '%s: inline tasks run inside another transaction',
+            database_name)
+    _local.waiting = waiting = collections.deque(
+        (database_name, i) for i in task_ids)
+    try:
+        while waiting:
+            _run(*waiting.popleft())
+    finally:
+        _local.waiting = None
+
+
+def _run(database_name, task_id):
+    """Claim and run one task; log whatever goes wrong."""
+    try:
+        identity, tasks = _claim_fresh(database_name, task_id)
+    except Exception:
+        logger.critical(
+            '%s/%s: the task could not be claimed; it stays for a '
+            'worker or "trytond-queue"', database_name, task_id,
+            exc_info=True)
+        return
+    if not tasks:
+        # Rolled back with a task that failed, or not pending any more.
+        return
+    try:
+        run_batch(database_name, identity.id, tasks)
+    except Exception:
+        logger.critical(
+            '%s/%s: the task could not be run; it is given back',
+            database_name, task_id, exc_info=True)
+        _give_back(identity, tasks)
+
+
+def _claim_fresh(database_name, task_id):
+    """Return the identity and the claimed task, reconnecting once."""
+    # The identity's connection lives as long as the process, so it is
+    # the one to lose when the server restarts or ends idle sessions.
+    for retry in (True, False):
+        identity = _identity(database_name)
         try:
-            with _lock:
-                tasks = _claim(identity, task_id)
-            if tasks:
-                run_batch(database_name, identity.id, tasks)
-        except Exception:
-            logger.critical(
-                '%s/%s: the task could not be run', database_name,
-                task_id, exc_info=True)
+            return identity, _claim(identity, task_id)
+        except Exception as exception:
+            _discard(identity)
+            if not (retry and identity.database.is_connection_error(
+                    exception)):
+                raise
+            logger.info(
+                '%s: the connection of the inline runner was lost, '
+                'reconnecting', database_name)
+
+
+@contextlib.contextmanager
+def _cursor(identity):
+    """Yield a cursor of the identity's connection, SQL flavor set."""
+    # The connection serves outside any transaction, which is what
+    # otherwise sets the flavor of the thread.
+    with _lock:
+        previous = Flavor.get()
+        Flavor.set(identity.database.flavor)
+        try:
+            yield identity.connection.cursor()
+        finally:
+            Flavor.set(previous)
 
 
 def _claim(identity, task_id):
     """Claim one pending task by its id."""
-    Flavor.set(identity.database.flavor)
     queue = Table('ir_queue')
-    cursor = identity.connection.cursor()
-    cursor.execute(*queue.update(
-        [queue.state, queue.attempts, queue.dequeued_at, queue.worker],
-        ['running', queue.attempts + 1, store.utcnow(), identity.id],
-        where=(queue.id == task_id) & (queue.state == 'pending'),
-        returning=store.claimed_columns(queue)))
-    return [store.ClaimedTask(*row) for row in cursor]
+    with _cursor(identity) as cursor:
+        cursor.execute(*queue.update(
+            [queue.state, queue.attempts, queue.dequeued_at, queue.worker],
+            ['running', queue.attempts + 1, store.utcnow(), identity.id],
+            where=(queue.id == task_id) & (queue.state == 'pending'),
+            returning=store.claimed_columns(queue)))
+        return [store.ClaimedTask(*row) for row in cursor]
+
+
+def _give_back(identity, tasks):
+    """Make tasks whose run broke down pending again, untouched."""
+    # While this process lives its identity is alive, so no rescue
+    # would ever take the tasks back from it.
+    try:
+        with _cursor(identity) as cursor:
+            store.release(cursor, [t.id for t in tasks], identity.id)
+    except Exception:
+        logger.critical(
+            '%s: tasks %s could not be given back', identity.database_name,
+            [t.id for t in tasks], exc_info=True)
+        _discard(identity)

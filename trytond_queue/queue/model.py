@@ -105,5 +105,5 @@ class Worker(ModelSQL):
     manager = fields.Integer('Manager')
     queues = fields.Char('Queues')
     started_at = fields.Timestamp('Started at')
+    # Written by the manager every second for itself and its processes.
     last_seen = fields.Timestamp('Last seen')
-    running = fields.Integer('Running task')

@@ -2,10 +2,12 @@
 from sql import Select
 from sql.functions import Function
 
-__all__ = ['CHANNEL', 'notify', 'listen']
+__all__ = ['CHANNEL', 'CANCEL_CHANNEL', 'notify', 'listen']
 
 # One channel per database: notifications never cross databases.
 CHANNEL = 'ir_queue'
+# The managers listen here for the ids of running tasks to cancel.
+CANCEL_CHANNEL = 'ir_queue_cancel'
 
 
 class PgNotify(Function):
@@ -13,18 +15,18 @@ class PgNotify(Function):
     _function = 'PG_NOTIFY'
 
 
-def notify(transaction, payload=''):
+def notify(transaction, payload='', channel=CHANNEL):
     """Wake the workers when the transaction commits.
 
     PostgreSQL delivers the notification at commit and only then, and
     folds identical notifications of one transaction into one.
     """
     cursor = transaction.connection.cursor()
-    cursor.execute(*Select([PgNotify(CHANNEL, payload)]))
+    cursor.execute(*Select([PgNotify(channel, payload)]))
 
 
-def listen(connection):
-    """Subscribe the autocommit connection to the queue's channel."""
+def listen(connection, channel=CHANNEL):
+    """Subscribe the autocommit connection to a channel of the queue."""
     import psycopg2.sql
     connection.cursor().execute(psycopg2.sql.SQL('LISTEN {}').format(
-        psycopg2.sql.Identifier(CHANNEL)))
+        psycopg2.sql.Identifier(channel)))

@@ -17,8 +17,7 @@ import traceback as traceback_module
 
 from .. import encoding
 from ..config import config
-from ..exceptions import (
-    ModelError, TaskCancelled, TaskTimeout, UserError)
+from ..exceptions import ModelError, TaskCancelled, TaskTimeout, UserError
 from ..pool import Pool
 from ..transaction import Transaction
 from . import store
@@ -105,7 +104,7 @@ def call(pool, data):
 
 def _records(model, instances):
     """Return the instances that still exist, or None if none does."""
-    if instances is None:
+    if instances is None or instances == []:
         return []
     search = getattr(model, 'search', None)
     ids = instances if isinstance(instances, list) else [instances]
@@ -177,6 +176,7 @@ def _run_one(transaction, pool, task, monitor, limited):
         data, name = None, label(database.name, task)
     start = time.perf_counter()
     monitor.started(task)
+    hooks = transaction.hooks_mark()
     cursor.execute('SAVEPOINT queue_task')
     try:
         if data is None:
@@ -198,6 +198,7 @@ def _run_one(transaction, pool, task, monitor, limited):
         if database.is_connection_error(exception):
             raise
         cursor.execute('ROLLBACK TO SAVEPOINT queue_task')
+        transaction.forget_hooks(hooks)
         transaction.cache.clear()
         discard_buffer(transaction)
         return _record_failure(

@@ -109,12 +109,19 @@ def claimed_columns(queue=None):
     return [Returned(name) for name in ClaimedTask.__slots__]
 
 
-def claim(connection, database, worker_id, queues, limit, now=None):
-    """Take up to limit pending tasks for the worker, in order."""
+def claim(connection, database, worker_id, queues, limit, now=None,
+          excluded=()):
+    """Take up to limit pending tasks for the worker, in order.
+
+    queues, if any, are the only queues served; excluded queues are
+    left to claims of their own (those with a concurrency limit).
+    """
     queue, pending = _queue(), _queue()
     where = pending.state == 'pending'
     if queues:
         where &= pending.name.in_(list(queues))
+    if excluded:
+        where &= ~pending.name.in_(list(excluded))
     candidates = pending.select(
         pending.id, where=where,
         order_by=[pending.priority.asc, pending.due_at.asc, pending.id.asc],

@@ -17,8 +17,22 @@ import sys
 import time
 
 from ..pool import Pool
-from ..queue.identity import Identity, give_back, rescue_dead_workers
-from .process import CONNECTION_LOST, STOP_AT_ONCE, Slot, drain_pipe, serve
+from ..queue.identity import (
+    Identity,
+    give_back,
+    mark_seen,
+    rescue_dead_workers,
+)
+from ..queue.notify import CANCEL_CHANNEL, listen
+from .process import (
+    CANCEL,
+    CONNECTION_LOST,
+    STOP,
+    STOP_AT_ONCE,
+    Slot,
+    drain_pipe,
+    serve,
+)
 
 __all__ = ['Manager']
 
@@ -72,6 +86,12 @@ class Manager:
         # (database index, worker id) of dead processes whose tasks
         # could not be given back yet.
         self.orphans = []
+        # The signals acted on, when the grace period ends, when to look
+        # for dead workers next, and whether the manager is done.
+        self._handled = 0
+        self._deadline = None
+        self._next_rescue = 0.0
+        self._stopped = False
 
     def on_signal(self, signum, frame):
         """Count the stop signals; the loop acts on them."""
@@ -88,8 +108,7 @@ class Manager:
         for name in self.database_names:
             Pool(name).init(update=False)
         self.identities = [
-            Identity(name, self.queues).open()
-            for name in self.database_names]
+            self._open_identity(name) for name in self.database_names]
         logger.info(
             'manager %d: %d process(es) for %s', os.getpid(),
             self.processes, ', '.join(self.database_names))
@@ -103,40 +122,94 @@ class Manager:
             os.close(write_fd)
 
     def _loop(self, wakeup_fd):
-        next_rescue = 0.0
-        handled = 0
-        deadline = None
-        while True:
-            if self.signals > handled:
-                handled = self.signals
-                self._stop_children(at_once=handled > 1)
-                if deadline is None:
-                    deadline = time.monotonic() + self.grace_period
-                    logger.info(
-                        'manager %d: stopping, running tasks have %g s',
-                        os.getpid(), self.grace_period)
-            if deadline is None:
-                self._fill()
-            elif not self.children:
-                logger.info('manager %d: stopped', os.getpid())
-                return 0
-            elif time.monotonic() > deadline:
+        while not self._stopped:
+            try:
+                self._step(wakeup_fd)
+            except Exception:
+                # A bug must not leave the processes without their
+                # manager: say it loudly and go on.
+                logger.critical(
+                    'manager %d: unexpected error', os.getpid(),
+                    exc_info=True)
+                time.sleep(RESCUE_INTERVAL)
+        return 0
+
+    def _step(self, wakeup_fd):
+        """Do one turn of supervision, waiting at most half a second."""
+        if self.signals > self._handled:
+            self._stop_children(at_once=self.signals > 1)
+            self._handled = self.signals
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.grace_period
+                logger.info(
+                    'manager %d: stopping, running tasks have %g s',
+                    os.getpid(), self.grace_period)
+        if self._deadline is None:
+            self._fill()
+        elif not self.children:
+            logger.info('manager %d: stopped', os.getpid())
+            self._stopped = True
+            return
+        elif time.monotonic() > self._deadline:
+            logger.warning(
+                'manager %d: grace period over, killing %d process(es)',
+                os.getpid(), len(self.children))
+            for child in self.children.values():
+                child.killed_for = 'the worker was stopped'
+                child.process.kill()
+        now = time.monotonic()
+        if now >= self._next_rescue:
+            self._rescue()
+            self._next_rescue = now + RESCUE_INTERVAL
+        self._check_timeouts()
+        listening = [
+            i.connection for i in self.identities
+            if i.database.has_channel and i.connection is not None
+            and not i.connection.closed]
+        ready = multiprocessing.connection.wait(
+            list(self.children) + [wakeup_fd] + listening,
+            timeout=RESCUE_INTERVAL / 2)
+        drain_pipe(wakeup_fd)
+        self._cancel_requested([c for c in listening if c in ready])
+        self._reap()
+
+    def _open_identity(self, database_name):
+        identity = Identity(database_name, self.queues).open()
+        if identity.database.has_channel:
+            listen(identity.connection, CANCEL_CHANNEL)
+        return identity
+
+    def _cancel_requested(self, connections):
+        """Signal the processes running tasks that were cancelled."""
+        for index, identity in enumerate(self.identities):
+            if identity.connection not in connections:
+                continue
+            try:
+                identity.connection.poll()
+            except Exception:
+                logger.debug('poll failed', exc_info=True)
+            if not identity.connection.notifies and not (
+                    identity.database.is_alive(identity.connection)):
+                # Readable with nothing to read: the server ended the
+                # session.  The next call opens a new one.
                 logger.warning(
-                    'manager %d: grace period over, killing %d process(es)',
-                    os.getpid(), len(self.children))
-                for child in self.children.values():
-                    child.killed_for = 'the worker was stopped'
-                    child.process.kill()
-            now = time.monotonic()
-            if now >= next_rescue:
-                self._rescue()
-                next_rescue = now + RESCUE_INTERVAL
-            self._check_timeouts()
-            sentinels = list(self.children)
-            multiprocessing.connection.wait(
-                sentinels + [wakeup_fd], timeout=RESCUE_INTERVAL / 2)
-            drain_pipe(wakeup_fd)
-            self._reap()
+                    'manager %d: connection to %s lost', os.getpid(),
+                    identity.database_name)
+                identity.close(forget=False)
+                continue
+            requests = {
+                n.payload for n in identity.connection.notifies
+                if n.channel == CANCEL_CHANNEL}
+            identity.connection.notifies.clear()
+            for child in self.children.values():
+                current = child.slot.current()
+                if current and current[0] == index and (
+                        str(current[1]) in requests):
+                    child.slot.request_cancel(current[1])
+                    logger.info(
+                        'manager %d: cancelling task %s of process %d',
+                        os.getpid(), current[1], child.process.pid)
+                    os.kill(child.process.pid, CANCEL)
 
     def _fill(self):
         now = time.monotonic()
@@ -160,9 +233,9 @@ class Manager:
             process.pid)
 
     def _stop_children(self, at_once):
-        # Two SIGTERMs sent at once may arrive as one: stopping at once
+        # Two signals sent at once may arrive as one: stopping at once
         # has a signal of its own.
-        signum = STOP_AT_ONCE if at_once else signal.SIGTERM
+        signum = STOP_AT_ONCE if at_once else STOP
         for child in self.children.values():
             if child.process.is_alive():
                 os.kill(child.process.pid, signum)
@@ -235,6 +308,10 @@ class Manager:
                 if self._on_database(index, give_back, orphan[1]):
                     self.orphans.remove(orphan)
             self._on_database(index, rescue_dead_workers)
+            self._on_database(index, self._mark_seen, index)
+
+    def _mark_seen(self, connection, database, index):
+        mark_seen(connection, database, self.identities[index].id)
 
     def _on_database(self, index, function, *args):
         """Call function(connection, database, *args); tell if it worked.
@@ -245,8 +322,8 @@ class Manager:
         identity = self.identities[index]
         try:
             if identity.connection is None:
-                identity = self.identities[index] = Identity(
-                    identity.database_name, self.queues).open()
+                identity = self.identities[index] = self._open_identity(
+                    identity.database_name)
                 logger.warning(
                     'manager %d: connected to %s again', os.getpid(),
                     identity.database_name)

@@ -13,9 +13,11 @@ import signal
 import time
 
 from ..config import config
+from ..exceptions import TaskCancelled
 from ..pool import Pool
 from ..queue import store
 from ..queue.identity import Identity, rescue_dead_workers
+from ..queue.limits import configured_limits, free_slot, take_slot
 from ..queue.notify import listen
 from ..queue.runner import StopRequested, run_batch
 from . import logs
@@ -30,8 +32,13 @@ BATCH_SECONDS = 0.05
 # The exit code of a process that lost its connection: not a crash, the
 # tasks it held are not to blame.
 CONNECTION_LOST = 75
-# The signal by which the manager stops a process at once.
-STOP_AT_ONCE = signal.SIGUSR1
+# The signals by which the manager stops a process after its task, stops
+# it at once, and cancels its task.  A process ignores SIGTERM and
+# SIGINT: sent to the whole group (by a terminal, or by systemd), they
+# are for the manager alone, which then decides.
+STOP = signal.SIGUSR1
+STOP_AT_ONCE = signal.SIGQUIT
+CANCEL = signal.SIGUSR2
 # SQLite has no notifications: an idle process polls this often.
 SQLITE_POLL = 0.05
 
@@ -39,11 +46,11 @@ SQLITE_POLL = 0.05
 class Slot:
     """The shared memory through which the manager watches a process.
 
-    Fields: database index, task id, start (monotonic), timeout, then
-    the worker id of each database.
+    Fields: database index, task id, start (monotonic), timeout, the
+    task to cancel, then the worker id of each database.
     """
 
-    DATABASE, TASK, STARTED, TIMEOUT, WORKERS = range(5)
+    DATABASE, TASK, STARTED, TIMEOUT, CANCEL, WORKERS = range(6)
 
     def __init__(self, array):
         self.array = array
@@ -66,6 +73,15 @@ class Slot:
     def finish(self):
         """Publish that no task runs."""
         self.array[self.TASK] = 0
+
+    def request_cancel(self, task_id):
+        """Ask the process to cancel the task if it still runs it."""
+        self.array[self.CANCEL] = task_id
+
+    def cancel_requested(self):
+        """Tell whether the running task is the one to cancel."""
+        task = int(self.array[self.TASK])
+        return bool(task) and task == int(self.array[self.CANCEL])
 
     def current(self):
         """Return (database index, task id, started, timeout) or None."""
@@ -110,6 +126,9 @@ class WorkerProcess:
         self.poll_interval = poll_interval
         self.claim_size = config.getint(
             'queue', 'claim_size', fallback=50) or 1
+        self.limits = {
+            name: limit for name, limit in configured_limits().items()
+            if not queues or name in queues}
         self.stopping = False
         self.signals = 0
         self.durations = []
@@ -122,6 +141,12 @@ class WorkerProcess:
         self.stopping = True
         if self.signals > 1 or signum == STOP_AT_ONCE:
             raise StopRequested()
+
+    def on_cancel(self, signum, frame):
+        """Stop the running task if it is the one to cancel."""
+        if self.slot.cancel_requested():
+            raise TaskCancelled(
+                'The task was cancelled while it was running.')
 
     def open(self):
         """Register a worker identity per database and listen."""
@@ -176,9 +201,34 @@ class WorkerProcess:
         due = next_due[index]
         if due is not None and due <= store.utcnow():
             next_due[index] = self._promote(identity)
-        tasks = identity.claim(self.batch_size())
+        worked = False
+        for queue_name, limit in self.limits.items():
+            if self.stopping:
+                return worked
+            worked |= self._serve_limited(
+                index, identity, next_due, queue_name, limit)
+        tasks = identity.claim(
+            self.batch_size(), excluded=tuple(self.limits))
         if not tasks:
+            return worked
+        self._run(index, identity, tasks, next_due)
+        return True
+
+    def _serve_limited(self, index, identity, next_due, queue_name, limit):
+        """Run one task of a limited queue if one of its slots is free."""
+        slot = take_slot(
+            identity.connection, identity.database, queue_name, limit)
+        if slot is None:
             return False
+        try:
+            tasks = identity.claim(1, queues=(queue_name,))
+            if tasks:
+                self._run(index, identity, tasks, next_due)
+        finally:
+            free_slot(identity.connection, identity.database, slot)
+        return bool(tasks)
+
+    def _run(self, index, identity, tasks, next_due):
         try:
             done, _ = run_batch(identity.database_name, identity.id, tasks,
                 _Monitor(self.slot, index, self))
@@ -196,7 +246,6 @@ class WorkerProcess:
             # Failed attempts were scheduled for later.
             next_due[index] = store.utcnow()
         self.ran += len(tasks)
-        return True
 
     def _promote(self, identity):
         """Make due scheduled tasks pending; return the next due time."""
@@ -244,11 +293,11 @@ def serve(config_file, database_names, queues, max_tasks, slot_array,
     process = WorkerProcess(
         database_names, queues, max_tasks, Slot(slot_array), manager_ids,
         poll_interval)
-    # The terminal's Ctrl-C reaches the whole process group: the manager
-    # alone decides, and forwards SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, process.on_signal)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(STOP, process.on_signal)
     signal.signal(STOP_AT_ONCE, process.on_signal)
+    signal.signal(CANCEL, process.on_cancel)
     process.wakeup_fd, write_fd = os.pipe()
     os.set_blocking(process.wakeup_fd, False)
     os.set_blocking(write_fd, False)
