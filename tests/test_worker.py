@@ -7,6 +7,7 @@ import time
 import pytest
 
 from trytond_queue.pool import Pool
+from trytond_queue.transaction import Transaction
 
 from .workers import (
     command,
@@ -171,3 +172,35 @@ def test_worker_refuses_when_worker_is_off(env, tmp_path):
         timeout=60)
     assert result.returncode == 1
     assert 'Set "worker = True"' in result.stderr
+
+
+def test_one_manager_serves_several_databases_fairly(env, tmp_path):
+    from trytond_queue import backend
+    worker_mode()
+    other = env.database_name + '_other'
+    database = backend.Database(other)
+    if env.name == 'postgresql':
+        database.create()
+    try:
+        Pool(other).init()
+        with env.transaction():
+            Log = Pool().get('test.log')
+            for _ in range(300):
+                Log.__queue__.insert_slowly([], 'busy', 0.01)
+        with Transaction().start(other, 0):
+            Log = Pool().get('test.log')
+            for _ in range(5):
+                Log.__queue__.insert([], 'quiet')
+        with running_worker(env, tmp_path, '-n', '1', '-d', other):
+            def other_done():
+                with Transaction().start(other, 0, readonly=True):
+                    Queue = Pool().get('ir.queue')
+                    return Queue.search_count(
+                        [('state', '=', 'done')]) == 5
+            wait_for(other_done, message='the quiet database served')
+            busy = task_states(env)
+            # The busy database was not drained first.
+            assert busy.get('done', 0) < 150, busy
+    finally:
+        backend.forget_databases(other)
+        database.drop()

@@ -3,6 +3,7 @@ import contextlib
 import datetime
 import json
 import os
+import textwrap
 
 import click
 
@@ -11,11 +12,12 @@ from ..exceptions import TrytondQueueError
 
 __all__ = [
     'load_config', 'database_names', 'one_database', 'user_errors',
-    'config_option', 'echo_json', 'echo_table', 'format_time',
-    'DATABASE_NAMES_VARIABLE',
+    'config_option', 'echo_json', 'echo_table', 'echo_fields',
+    'format_time', 'first_line', 'DATABASE_NAMES_VARIABLE',
     ]
 
 DATABASE_NAMES_VARIABLE = 'TRYTOND_DATABASE_NAMES'
+ERROR_WIDTH = 60
 
 
 def load_config(config_file: str | None):
@@ -80,15 +82,22 @@ def format_time(value: datetime.datetime | None) -> str:
     return value.isoformat(' ', 'seconds') if value else ''
 
 
+def first_line(text: str | None, width: int = ERROR_WIDTH) -> str:
+    """Return the first line of a text, shortened to width."""
+    if not text:
+        return ''
+    return textwrap.shorten(text.splitlines()[0], width, placeholder='...')
+
+
 def _json_default(value):
     if isinstance(value, datetime.datetime):
         return value.isoformat()
     raise TypeError(f'{type(value).__name__} is not JSON serialisable')
 
 
-def echo_json(value):
-    """Print a value as indented JSON, times in ISO 8601."""
-    click.echo(json.dumps(value, indent=2, default=_json_default))
+def echo_json(value, indent: int | None = 2):
+    """Print a value as JSON, times in ISO 8601; one line without indent."""
+    click.echo(json.dumps(value, indent=indent, default=_json_default))
 
 
 def echo_table(headers, rows):
@@ -103,3 +112,15 @@ def echo_table(headers, rows):
         click.echo('  '.join(
             t.rjust(w) if isinstance(v, int) else t.ljust(w)
             for v, t, w in zip(row, texts, widths)).rstrip())
+
+
+def echo_fields(fields):
+    """Print label: value lines, a value of several lines below."""
+    width = max(len(k) for k, _ in fields) + 2
+    for key, value in fields:
+        text = '' if value is None else str(value).rstrip()
+        if '\n' in text:
+            click.echo(f'{key}:')
+            click.echo(textwrap.indent(text, '  '))
+        else:
+            click.echo(f'{key + ":":<{width}}{text}'.rstrip())

@@ -120,7 +120,7 @@ def _claim_fresh(database_name, task_id):
             if not (retry and identity.database.is_connection_error(
                     exception)):
                 raise
-            logger.info(
+            logger.warning(
                 '%s: the connection of the inline runner was lost, '
                 'reconnecting', database_name)
 
