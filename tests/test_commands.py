@@ -18,10 +18,13 @@ from trytond_queue.commands.queue import main
 from trytond_queue.config import config
 from trytond_queue.exceptions import ConfigError
 from trytond_queue.pool import Pool
+from trytond_queue.queue.identity import Identity
 from trytond_queue.queue.model import FINAL_STATES
 from trytond_queue.queue.store import utcnow
 
-COMMANDS = ['init', 'status', 'list', 'show', 'retry', 'cancel', 'clean']
+COMMANDS = [
+    'init', 'status', 'list', 'show', 'retry', 'cancel', 'clean', 'workers',
+    'web']
 ENTRY_POINT = os.path.join(os.path.dirname(sys.executable), 'trytond-queue')
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
@@ -163,6 +166,52 @@ def test_status_says_when_there_are_no_tasks(env, cli):
     assert result.exit_code == 0
     assert result.output == (
         f"No tasks in the database '{env.database_name}'.\n")
+
+
+def stop_after(calls, count):
+    """Return a sleep that records its calls and is Ctrl+C the count-th."""
+    def sleep(seconds):
+        calls.append(seconds)
+        if len(calls) == count:
+            raise KeyboardInterrupt
+    return sleep
+
+
+def test_status_watch_redraws_until_ctrl_c(env, cli, monkeypatch):
+    add_task(env)
+    clears, sleeps = [], []
+    monkeypatch.setattr(click, 'clear', lambda: clears.append(True))
+    monkeypatch.setattr(queue_command.time, 'sleep', stop_after(sleeps, 2))
+
+    result = cli('status', '--watch', '--interval', '0.5')
+
+    assert result.exit_code == 0, result.output
+    assert (len(clears), sleeps) == (2, [0.5, 0.5])
+    assert result.output.count('every 0.5 s (Ctrl+C to stop)') == 2
+    assert result.output.count('\nQUEUE ') == 2
+
+
+def test_status_watch_json_prints_a_document_per_line(env, cli,
+        monkeypatch):
+    add_task(env, 'failed')
+    clears, sleeps = [], []
+    monkeypatch.setattr(click, 'clear', lambda: clears.append(True))
+    monkeypatch.setattr(queue_command.time, 'sleep', stop_after(sleeps, 2))
+
+    result = cli('status', '--watch', '--json')
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.split('\n')
+    assert [json.loads(line)['total']['failed'] for line in lines[:2]] == [
+        1, 1]
+    assert sleeps == [2.0, 2.0]
+    assert not clears
+
+
+def test_status_interval_goes_with_watch_only(env, cli):
+    result = cli('status', '--interval', '5')
+
+    assert_clean_failure(result, 2, '--interval goes with --watch only.')
 
 
 def test_list_shows_the_latest_tasks_first(env, cli):
@@ -342,6 +391,29 @@ def test_retry_leaves_a_unique_task_whose_twin_waits(env, cli):
         waiting_twin: {'state': 'failed'}}
 
 
+def test_retry_failed_goes_by_batches_with_a_progress_bar(
+        env, cli, monkeypatch):
+    monkeypatch.setattr(queue_command, 'RETRY_BATCH', 2)
+    ids = [
+        add_task(env, 'failed'), add_task(env, 'failed', unique_key='k1'),
+        add_task(env, 'failed')]
+    # In the batch after its twin's, which is pending by then.
+    twin = add_task(env, 'failed', unique_key='k1')
+    ids.append(add_task(env, 'failed'))
+
+    result = cli('retry', '--failed')
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        '4 failed task(s) pending again.',
+        '1 failed task(s) left as they are: a waiting task has the same '
+        'unique key.']
+    assert 'Retrying failed tasks' in result.stderr
+    states = read_tasks(env, ids + [twin], ['state'])
+    assert [states[i]['state'] for i in ids] == ['pending'] * 4
+    assert states[twin] == {'state': 'failed'}
+
+
 @pytest.mark.parametrize('args, message', [
     ([], 'Give either task IDs or --failed.'),
     (['1', '--failed'], 'Give either task IDs or --failed.'),
@@ -429,6 +501,55 @@ def test_clean_refuses_negative_days(env, cli):
     result = cli('clean', '--days', '-1')
 
     assert_clean_failure(result, 2, "Invalid value for '--days'")
+
+
+@pytest.fixture
+def identities(env):
+    """A worker that died and a manager alive with a child serving mail."""
+    dead = Identity(env.database_name).open()
+    dead.close(forget=False)
+    manager = Identity(env.database_name).open()
+    child = Identity(env.database_name, ['mail'], manager.id).open()
+    yield dead, manager, child
+    child.close()
+    manager.close()
+
+
+def test_workers_lists_the_processes_and_whether_alive(cli, identities):
+    dead, manager, child = identities
+
+    result = cli('workers', '--json')
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r['id'], r['manager'], r['queues'], r['alive'])
+        for r in rows] == [
+            (dead.id, None, [], False), (manager.id, None, [], True),
+            (child.id, manager.id, ['mail'], True)]
+    assert rows[0]['pid'] == os.getpid()
+    assert datetime.datetime.fromisoformat(rows[0]['started_at'])
+
+
+def test_workers_prints_a_table_of_the_living_on_demand(cli, identities):
+    dead, manager, child = identities
+
+    everything = cli('workers')
+    alive = cli('workers', '--alive')
+
+    assert everything.exit_code == alive.exit_code == 0
+    header, *lines = everything.output.splitlines()
+    assert header.split()[:5] == ['ID', 'HOST', 'PID', 'MANAGER', 'QUEUES']
+    assert [line.split()[-1] for line in lines] == ['no', 'yes', 'yes']
+    assert lines[2].split()[3:5] == [str(manager.id), 'mail']
+    assert [int(line.split()[0]) for line in alive.output.splitlines()[1:]] \
+        == [manager.id, child.id]
+
+
+def test_workers_says_how_to_start_one_when_none_is_registered(env, cli):
+    result = cli('workers', '--alive')
+
+    assert result.exit_code == 0
+    assert result.output.startswith('No worker is alive: start one with')
 
 
 def test_a_missing_configuration_file_is_a_clean_error(env, runner,

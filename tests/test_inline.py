@@ -241,9 +241,8 @@ class TerminateBackend(Function):
     _function = 'PG_TERMINATE_BACKEND'
 
 
-def test_runner_reconnects_after_the_server_ends_its_session(env):
-    if env.name != 'postgresql':
-        pytest.skip('only a server ends sessions')
+def test_runner_reconnects_after_the_server_ends_its_session(pg_env):
+    env = pg_env
     from trytond_queue.queue import inline
     with env.transaction():
         Pool().get('test.log').__queue__.insert(target(), 'first')

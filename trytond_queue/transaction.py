@@ -84,6 +84,8 @@ class Transaction:
         self.autocommit = autocommit
         self.cache = {}
         self.storage = {}
+        # Counts ModelSQL deletions, for those who cache what exists.
+        self.deletions = 0
         self._before_commit = []
         self._after_commit = []
         self._committed_hooks = []

@@ -35,6 +35,7 @@ class Database:
     has_advisory_lock = False
     has_sequence = False
     has_on_conflict = False
+    has_multiple_statements = False
     # Whether two transactions may write at once; else a writer waits
     # for the other to end.
     has_concurrent_writers = True
@@ -72,6 +73,9 @@ class Database:
 
     def close(self):
         """Close every connection of the pool."""
+
+    def prepare_for_claims(self, connection):
+        """Set up a connection that claims tasks and holds worker locks."""
 
     @staticmethod
     def is_alive(connection):

@@ -13,7 +13,8 @@ from ..exceptions import TrytondQueueError
 __all__ = [
     'load_config', 'database_names', 'one_database', 'user_errors',
     'config_option', 'echo_json', 'echo_table', 'echo_fields',
-    'format_time', 'first_line', 'DATABASE_NAMES_VARIABLE',
+    'format_time', 'format_age', 'first_line', 'report_changes',
+    'DATABASE_NAMES_VARIABLE',
     ]
 
 DATABASE_NAMES_VARIABLE = 'TRYTOND_DATABASE_NAMES'
@@ -82,6 +83,13 @@ def format_time(value: datetime.datetime | None) -> str:
     return value.isoformat(' ', 'seconds') if value else ''
 
 
+def format_age(seconds: float | None) -> str | None:
+    """Return a duration in seconds as H:MM:SS, or None for None."""
+    if seconds is None:
+        return None
+    return str(datetime.timedelta(seconds=round(max(seconds, 0))))
+
+
 def first_line(text: str | None, width: int = ERROR_WIDTH) -> str:
     """Return the first line of a text, shortened to width."""
     if not text:
@@ -124,3 +132,25 @@ def echo_fields(fields):
             click.echo(textwrap.indent(text, '  '))
         else:
             click.echo(f'{key + ":":<{width}}{text}'.rstrip())
+
+
+def report_changes(ids, before, changed, wanted, reasons):
+    """Print what became of each task; fail if one was left unchanged.
+
+    before holds the state of each task that exists, changed the ids
+    brought to the state wanted, reasons why a task in a state was not.
+    """
+    refused = 0
+    for task_id in ids:
+        state = before.get(task_id)
+        if task_id in changed:
+            click.echo(f'Task {task_id} is {wanted}.')
+        elif state == wanted:
+            click.echo(f'Task {task_id} is already {wanted}.')
+        else:
+            refused += 1
+            reason = 'does not exist' if state is None else reasons[state]
+            click.echo(f'Task {task_id} {reason}.', err=True)
+    if refused:
+        raise click.ClickException(
+            f'{refused} of {len(ids)} task(s) left unchanged.')

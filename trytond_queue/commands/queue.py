@@ -2,58 +2,46 @@
 
 Times are shown as the queue keeps them, in UTC.  Every change runs in a
 transaction of its own that is retried on a serialization failure, so
-that a command meets running workers without harm.
+that a command meets running workers without harm.  The work itself is
+done by :mod:`trytond_queue.queue.admin`, which the dashboard shares.
 """
+import contextlib
 import datetime
 import functools
 import json
 import sys
-import textwrap
+import time
 
 import click
-from sql import Literal, Table
-from sql.aggregate import Count, Min, Sum
-from sql.conditionals import Case, Coalesce
-from sql.operators import Exists
 
 from .. import backend, encoding
 from ..config import config
 from ..pool import Pool
-from ..queue import store
-from ..queue.model import FINAL_STATES, STATES, WAITING_STATES
-from ..queue.notify import CANCEL_CHANNEL, notify
+from ..queue import admin, store
+from ..queue.model import STATES
 from ..transaction import Transaction, run_in_transaction
 from .common import (
     config_option,
+    echo_fields,
     echo_json,
     echo_table,
+    first_line,
+    format_age,
     format_time,
     load_config,
     one_database,
+    report_changes,
     user_errors,
 )
 
 __all__ = ['main']
 
-# Rows deleted per statement by clean, each batch in its own transaction,
-# so that a large clean neither holds locks for long nor bloats one
-# transaction.
+# Rows deleted by clean, or failed tasks retried by retry --failed, per
+# transaction, so that a large run neither holds locks for long nor
+# bloats one transaction.
 CLEAN_BATCH = 1000
-RETRYABLE_STATES = ('failed', 'cancelled', 'scheduled')
-ERROR_WIDTH = 60
-# Why a task in a state is left unchanged.  A failed, cancelled or
-# scheduled task is retried unless the unique index forbids it.
-NOT_RETRIED = dict(
-    dict.fromkeys(
-        RETRYABLE_STATES,
-        'was left as it is: a waiting task has the same unique key'),
-    running='is running: it can be retried once it has failed',
-    done='is done: a finished task does not run again, queue a new one')
-NOT_CANCELLED = {
-    'running': 'is running, and only PostgreSQL can stop a running task',
-    'done': 'is done: there is nothing left to cancel',
-    'failed': 'has failed: it will not run again unless retried',
-    }
+RETRY_BATCH = 1000
+WATCH_INTERVAL = 2.0
 
 
 @click.group(
@@ -104,61 +92,15 @@ def init(database):
         f'{", ".join(pool.modules())}.')
 
 
-def _queue_figures(cursor, now):
-    """Return the figures of each queue, in the order of the names."""
-    queue = Table('ir_queue')
-    active = queue.state.in_(list(WAITING_STATES) + ['running'])
-    counts = [
-        Sum(Case((queue.state == s, 1), else_=0)) for s in STATES]
-    cursor.execute(*queue.select(
-        queue.name, *counts,
-        Min(Case((queue.state == 'pending',
-            Coalesce(queue.scheduled_at, queue.enqueued_at)))),
-        Sum(Case((active & (queue.expected_at < now), 1), else_=0)),
-        Sum(Case(((queue.state == 'done')
-            & (queue.finished_at > queue.expected_at), 1), else_=0)),
-        group_by=[queue.name], order_by=[queue.name.asc]))
-    figures = []
-    for name, *states, waiting_since, overdue, late in cursor:
-        waiting_since = store.to_datetime(waiting_since)
-        figure = {'queue': name}
-        figure.update(zip(STATES, map(int, states)))
-        figure['oldest_pending_age'] = (
-            (now - waiting_since).total_seconds() if waiting_since else None)
-        figure.update(overdue=int(overdue), late=int(late))
-        figures.append(figure)
-    return figures
-
-
-def _total(figures):
-    total = {'queue': 'total'}
-    for key in STATES + ('overdue', 'late'):
-        total[key] = sum(f[key] for f in figures)
-    ages = [f['oldest_pending_age'] for f in figures
-        if f['oldest_pending_age'] is not None]
-    total['oldest_pending_age'] = max(ages, default=None)
-    return total
-
-
-def _age(seconds):
-    if seconds is None:
-        return None
-    return str(datetime.timedelta(seconds=round(max(seconds, 0))))
-
-
-@database_command()
-@json_option
-def status(database, as_json):
-    """Count the tasks per queue and state; show the late ones."""
-    _open(database)
-    now = store.utcnow()
+def _echo_status(database, now, as_json, indent=2):
+    """Print the figures of each queue, read now, and their total."""
     with Transaction().start(database, 0, readonly=True) as transaction:
-        figures = _queue_figures(transaction.connection.cursor(), now)
-    total = _total(figures)
+        figures = admin.queue_figures(transaction.connection.cursor(), now)
+    total = admin.total_figures(figures)
     if as_json:
         echo_json({
             'database': database, 'now': now, 'queues': figures,
-            'total': total})
+            'total': total}, indent=indent)
         return
     if not figures:
         click.echo(f'No tasks in the database {database!r}.')
@@ -167,13 +109,55 @@ def status(database, as_json):
         'OLDEST PENDING', 'OVERDUE', 'LATE']
     rows = [
         [f['queue']] + [f[s] for s in STATES]
-        + [_age(f['oldest_pending_age']), f['overdue'], f['late']]
+        + [format_age(f['oldest_pending_age']), f['overdue'], f['late']]
         for f in figures + ([total] if len(figures) > 1 else [])]
     echo_table(headers, rows)
     click.echo(
         '\nOLDEST PENDING: how long the oldest pending task has waited; '
         'OVERDUE: waiting\nor running past their deadline; LATE: done '
         'after their deadline.')
+
+
+def _watch(database, interval, as_json):
+    """Print the status every interval seconds until Ctrl+C."""
+    try:
+        while True:
+            now = store.utcnow()
+            if as_json:
+                # One document per line (JSON Lines), for a pipe.
+                _echo_status(database, now, True, indent=None)
+            else:
+                click.clear()
+                click.echo(
+                    f'{database} at {format_time(now)} UTC, every '
+                    f'{interval:g} s (Ctrl+C to stop)\n')
+                _echo_status(database, now, False)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        # Ctrl+C is how a watch ends, not a failure.
+        click.echo()
+
+
+@database_command()
+@click.option(
+    '--watch', is_flag=True, help='Redraw the figures until Ctrl+C.')
+@click.option(
+    '--interval', type=click.FloatRange(min=0.1), metavar='SECONDS',
+    help=f'With --watch, the seconds between redraws  [default: '
+    f'{WATCH_INTERVAL:g}]')
+@json_option
+def status(database, watch, interval, as_json):
+    """Count the tasks per queue and state; show the late ones.
+
+    With --watch and --json, a JSON document per line at each redraw.
+    """
+    if interval is not None and not watch:
+        raise click.UsageError('--interval goes with --watch only.')
+    _open(database)
+    if watch:
+        _watch(database, interval or WATCH_INTERVAL, as_json)
+    else:
+        _echo_status(database, store.utcnow(), as_json)
 
 
 LIST_FIELDS = [
@@ -218,22 +202,8 @@ def list_(database, states, queues, model, limit, as_json):
             'ERROR'],
         [[r['id'], r['name'], r['state'], f'{r["model"]}.{r["method"]}',
             f'{r["attempts"] or 0}/{r["max_attempts"] or "-"}',
-            format_time(r['enqueued_at']), _first_line(r['error'])]
+            format_time(r['enqueued_at']), first_line(r['error'])]
             for r in rows])
-
-
-def _first_line(text):
-    if not text:
-        return ''
-    return textwrap.shorten(
-        text.splitlines()[0], ERROR_WIDTH, placeholder='...')
-
-
-def _read_task(pool, task_id):
-    Queue = pool.get('ir.queue')
-    if not Queue.search_count([('id', '=', task_id)]):
-        return None
-    return Queue.read([task_id])[0]
 
 
 @database_command()
@@ -241,9 +211,9 @@ def _read_task(pool, task_id):
 @json_option
 def show(database, task_id, as_json):
     """Show everything about a task: its call, times, attempts, error."""
-    pool = _open(database)
+    _open(database)
     with Transaction().start(database, 0, readonly=True):
-        task = _read_task(pool, task_id)
+        task = admin.read_task(task_id)
     if task is None:
         raise click.ClickException(
             f'There is no task {task_id} in the database {database!r}: '
@@ -257,7 +227,7 @@ def show(database, task_id, as_json):
             task['result'] = json.loads(task['result'])
         echo_json(task)
         return
-    _echo_fields(_task_fields(task, call))
+    echo_fields(_task_fields(task, call))
 
 
 def _task_fields(task, call):
@@ -283,99 +253,39 @@ def _task_fields(task, call):
     return fields
 
 
-def _echo_fields(fields):
-    """Print label: value lines, a value of several lines below."""
-    width = max(len(k) for k, _ in fields) + 2
-    for key, value in fields:
-        text = '' if value is None else str(value).rstrip()
-        if '\n' in text:
-            click.echo(f'{key}:')
-            click.echo(textwrap.indent(text, '  '))
-        else:
-            click.echo(f'{key + ":":<{width}}{text}'.rstrip())
-
-
-def _states(cursor, ids):
-    queue = Table('ir_queue')
-    cursor.execute(*queue.select(
-        queue.id, queue.state, where=queue.id.in_(list(ids))))
-    return dict(cursor)
-
-
-def _retry_query(selection, now):
-    """Return the update that makes the selected tasks pending again.
-
-    A unique task is left as it is when a waiting task has its key, or
-    when a twin of lower id is retried with it: the unique index allows
-    one waiting copy only.
-    """
-    queue, twin = Table('ir_queue'), Table('ir_queue')
-    twin_waits = Exists(twin.select(
-        Literal(1),
-        where=(twin.unique_key == queue.unique_key) & (twin.id != queue.id)
-        & (twin.state.in_(list(WAITING_STATES))
-            | ((twin.id < queue.id) & selection(twin)))))
-    return queue.update(
-        [queue.state, queue.attempts, queue.scheduled_at,
-            queue.finished_at, queue.due_at, queue.worker],
-        ['pending', 0, None, None, Coalesce(queue.expected_at, now), None],
-        where=selection(queue) & ~twin_waits)
-
-
-def _retry_ids(ids):
-    def selection(table):
-        return table.id.in_(ids) & table.state.in_(list(RETRYABLE_STATES))
-    cursor = Transaction().connection.cursor()
-    before = _states(cursor, ids)
-    cursor.execute(*_retry_query(selection, store.utcnow()))
-    after = _states(cursor, ids)
-    return before, after
-
-
-def _retry_failed(queue_name):
-    def selection(table):
-        where = table.state == 'failed'
-        if queue_name:
-            where &= table.name == queue_name
-        return where
-    cursor = Transaction().connection.cursor()
-    cursor.execute(*_retry_query(selection, store.utcnow()))
-    retried = cursor.rowcount
-    queue = Table('ir_queue')
-    cursor.execute(*queue.select(Count(Literal('*')), where=selection(queue)))
-    return retried, cursor.fetchone()[0]
-
-
-def _report(ids, before, changed, wanted, reasons):
-    """Print what became of each task; fail if one was left unchanged."""
-    refused = 0
-    for task_id in ids:
-        state = before.get(task_id)
-        if task_id in changed:
-            click.echo(f'Task {task_id} is {wanted}.')
-        elif state == wanted:
-            click.echo(f'Task {task_id} is already {wanted}.')
-        else:
-            refused += 1
-            reason = 'does not exist' if state is None else reasons[state]
-            click.echo(f'Task {task_id} {reason}.', err=True)
-    if refused:
-        raise click.ClickException(
-            f'{refused} of {len(ids)} task(s) left unchanged.')
-
-
-def _run_retry(database, function, *args):
-    """Run a retry in its own transaction; report a unique conflict."""
-    try:
-        return run_in_transaction(database, 0, function, *args)
-    except Exception as exception:
-        # A unique task queued after the transaction began escapes the
-        # guard of the update, and the unique index refuses its twin.
-        if not backend.Database(database).is_integrity_error(exception):
-            raise
+def _run_change(database, function, *args):
+    """Run a change in its own transaction; refuse a unique conflict."""
+    result = admin.run_change(database, function, *args)
+    if result is None:
         raise click.ClickException(
             'A task with the same unique key was queued meanwhile: run '
-            'the command again.') from exception
+            'the command again.')
+    return result
+
+
+def _progress(total, label):
+    """Return a progress bar on stderr for long work, else no bar."""
+    if total <= RETRY_BATCH:
+        return contextlib.nullcontext()
+    return click.progressbar(length=total, label=label, file=sys.stderr)
+
+
+def _retry_failed(database, queue):
+    """Retry the failed tasks by batches; return (retried, left)."""
+    total = run_in_transaction(
+        database, 0, admin.count_failed, queue, readonly=True)
+    retried = left = after = 0
+    with _progress(total, 'Retrying failed tasks') as bar:
+        while True:
+            count, kept, after = _run_change(
+                database, admin.retry_failed, queue, after, RETRY_BATCH)
+            retried += count
+            left += kept
+            if bar is not None:
+                bar.update(count + kept)
+            if count + kept < RETRY_BATCH:
+                break
+    return retried, left
 
 
 @database_command()
@@ -395,7 +305,7 @@ def retry(database, task_ids, failed, queue):
         raise click.UsageError('--queue goes with --failed only.')
     _open(database)
     if failed:
-        retried, left = _run_retry(database, _retry_failed, queue)
+        retried, left = _retry_failed(database, queue)
         click.echo(f'{retried} failed task(s) pending again.')
         if left:
             click.echo(
@@ -403,31 +313,11 @@ def retry(database, task_ids, failed, queue):
                 'has the same unique key.')
         return
     ids = list(dict.fromkeys(task_ids))
-    before, after = _run_retry(database, _retry_ids, ids)
+    before, after = _run_change(database, admin.retry_tasks, ids)
     retried = {
-        i for i in ids if before.get(i) in RETRYABLE_STATES
+        i for i in ids if before.get(i) in admin.RETRYABLE_STATES
         and after.get(i) == 'pending'}
-    _report(ids, before, retried, 'pending', NOT_RETRIED)
-
-
-def _cancel(ids):
-    cursor = Transaction().connection.cursor()
-    before = _states(cursor, ids)
-    # The states read stay true until the commit: SQLite lets one
-    # writer at a time, and on PostgreSQL a worker that claims one of
-    # the tasks meanwhile makes the update a serialization failure, so
-    # that the transaction runs again.
-    waiting = [i for i in ids if before.get(i) in WAITING_STATES]
-    store.finish(cursor, waiting, state='cancelled')
-    transaction = Transaction()
-    running = [i for i in ids if before.get(i) == 'running']
-    if running and transaction.database.has_channel:
-        # The row of a running task is locked by its run: its manager
-        # learns of the request at commit and stops the task.
-        for task_id in running:
-            notify(transaction, str(task_id), channel=CANCEL_CHANNEL)
-        return before, set(waiting), running
-    return before, set(waiting), []
+    report_changes(ids, before, retried, 'pending', admin.WHY_NOT_RETRIED)
 
 
 @database_command()
@@ -439,35 +329,13 @@ def cancel(database, task_ids):
     _open(database)
     ids = list(dict.fromkeys(task_ids))
     before, cancelled, requested = run_in_transaction(
-        database, 0, _cancel, ids)
+        database, 0, admin.cancel_tasks, ids)
     for task_id in requested:
         click.echo(
             f'Task {task_id} is running: its worker was asked to roll it '
             'back and mark it cancelled.')
-    _report([i for i in ids if i not in requested], before, cancelled,
-        'cancelled', NOT_CANCELLED)
-
-
-def _finished_before(table, cutoff):
-    return (table.state.in_(list(FINAL_STATES))
-        & (table.finished_at < cutoff))
-
-
-def _count_finished(cutoff):
-    queue = Table('ir_queue')
-    cursor = Transaction().connection.cursor()
-    cursor.execute(*queue.select(
-        Count(Literal('*')), where=_finished_before(queue, cutoff)))
-    return cursor.fetchone()[0]
-
-
-def _delete_batch(cutoff):
-    queue, finished = Table('ir_queue'), Table('ir_queue')
-    cursor = Transaction().connection.cursor()
-    cursor.execute(*queue.delete(where=queue.id.in_(finished.select(
-        finished.id, where=_finished_before(finished, cutoff),
-        limit=CLEAN_BATCH))))
-    return cursor.rowcount
+    report_changes([i for i in ids if i not in requested], before, cancelled,
+        'cancelled', admin.WHY_NOT_CANCELLED)
 
 
 @database_command()
@@ -486,13 +354,14 @@ def clean(database, days):
     _open(database)
     cutoff = store.utcnow() - datetime.timedelta(days=days)
     total = run_in_transaction(
-        database, 0, _count_finished, cutoff, readonly=True)
+        database, 0, admin.count_finished, cutoff, readonly=True)
     deleted = 0
     with click.progressbar(
             length=total, label='Deleting finished tasks',
             file=sys.stderr) as bar:
         while True:
-            count = run_in_transaction(database, 0, _delete_batch, cutoff)
+            count = run_in_transaction(
+                database, 0, admin.delete_finished, cutoff, CLEAN_BATCH)
             deleted += count
             bar.update(count)
             if count < CLEAN_BATCH:
@@ -500,6 +369,43 @@ def clean(database, days):
     click.echo(
         f'Deleted {deleted} task(s) finished before '
         f'{format_time(cutoff)} UTC.')
+
+
+@database_command()
+@click.option(
+    '--alive', 'alive_only', is_flag=True,
+    help='Only the processes alive, leaving out the dead ones.')
+@json_option
+def workers(database, alive_only, as_json):
+    """List the managers and worker processes registered on the database.
+
+    A process is alive while it holds its lock; the row of a dead one
+    stays until the next rescue removes it.
+    """
+    _open(database)
+    with Transaction().start(database, 0, readonly=True) as transaction:
+        rows = admin.workers(
+            transaction.connection.cursor(), transaction.database)
+    if alive_only:
+        rows = [r for r in rows if r['alive']]
+    for row in rows:
+        # No queue named means every queue.
+        row['queues'] = row['queues'].split(',') if row['queues'] else []
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(
+            f'No worker is {"alive" if alive_only else "registered"}: '
+            f'start one with "trytond-worker -c FILE -d {database}".')
+        return
+    echo_table(
+        ['ID', 'HOST', 'PID', 'MANAGER', 'QUEUES', 'STARTED (UTC)',
+            'LAST SEEN (UTC)', 'RUNNING', 'ALIVE'],
+        [[r['id'], r['host'], r['pid'], r['manager'],
+            ','.join(r['queues']) or 'all', format_time(r['started_at']),
+            format_time(r['last_seen']), r['running'],
+            'yes' if r['alive'] else 'no'] for r in rows])
 
 
 @database_command()

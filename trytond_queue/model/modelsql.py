@@ -1,7 +1,8 @@
 """ModelSQL: models whose records are the rows of a table."""
+import functools
 import re
 
-from sql import Column, Literal, Table
+from sql import Column, Flavor, Literal, Table
 from sql.aggregate import Count
 
 from ..exceptions import ModelError
@@ -19,6 +20,25 @@ DIRECTIONS = {
     'ASC', 'DESC', 'ASC NULLS FIRST', 'ASC NULLS LAST',
     'DESC NULLS FIRST', 'DESC NULLS LAST',
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_update(paramstyle, table_name, names, count):
+    table = Table(table_name)
+    query = table.update(
+        [Column(table, n) for n in names], [None] * len(names),
+        where=table.id.in_([0] * count))
+    return str(query)
+
+
+def _update_statement(table_name, names, count):
+    """Return the UPDATE of names by id, rendered once per shape.
+
+    Writes by id are the most frequent statement of tasks; rendering
+    them with python-sql each time costs more than running them.  The
+    parameters are the values in the order of names, then the ids.
+    """
+    return _cached_update(Flavor.get().paramstyle, table_name, names, count)
 
 
 class ModelSQL(Model):
@@ -299,7 +319,6 @@ class ModelSQL(Model):
         actions = [(records, values)] + list(zip(args[::2], args[1::2]))
         transaction = Transaction()
         cache = transaction.cache.setdefault(cls.__name__, {})
-        table = cls.__table__()
         cursor = transaction.connection.cursor()
         for records, values in actions:
             ids = [int(r) for r in records]
@@ -311,12 +330,13 @@ class ModelSQL(Model):
                         'required.')
             if not ids or not sql_values:
                 continue
-            names = list(sql_values)
+            names = tuple(sql_values)
+            values = [sql_values[n] for n in names]
             for start in range(0, len(ids), CHUNK):
-                cursor.execute(*table.update(
-                    [Column(table, n) for n in names],
-                    [sql_values[n] for n in names],
-                    where=table.id.in_(ids[start:start + CHUNK])))
+                chunk = ids[start:start + CHUNK]
+                cursor.execute(
+                    _update_statement(cls._table, names, len(chunk)),
+                    values + chunk)
             for id_ in ids:
                 cache.pop(id_, None)
 
@@ -332,6 +352,8 @@ class ModelSQL(Model):
                 where=table.id.in_(ids[start:start + CHUNK])))
         # ON DELETE SET NULL and CASCADE change the rows of other models.
         transaction.cache.clear()
+        # Whoever checked earlier which records exist must look again.
+        transaction.deletions += 1
 
     @dualmethod
     def save(cls, records):

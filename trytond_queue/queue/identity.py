@@ -63,6 +63,7 @@ class Identity:
             database = transaction.database
         self.connection = database.connect()
         self.database = database
+        database.prepare_for_claims(self.connection)
         if database.has_advisory_lock:
             self.connection.cursor().execute(*database._flavored(Select(
                 [AdvisoryLock(store.WORKER_LOCK_CLASS, self.id)])))

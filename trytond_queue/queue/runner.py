@@ -82,11 +82,12 @@ def label(database_name, task, data=None):
     return f'{database_name}/{task.id} {data["model"]}.{data["method"]}'
 
 
-def call(pool, data):
+def call(pool, data, existing=None):
     """Replay the stored call; return what the method returned.
 
     The method is checked again here: rows can be written by anyone
-    with access to the table, not only through ``__queue__``.
+    with access to the table, not only through ``__queue__``.  existing,
+    if given, is the set of the model's ids known to exist.
     """
     model = pool.get(data['model'])
     model.check_method(data['method'])
@@ -94,7 +95,7 @@ def call(pool, data):
     transaction = Transaction()
     with transaction.set_user(data.get('user', 0)), \
             transaction.set_context(data.get('context') or {}):
-        records = _records(model, instances)
+        records = _records(model, instances, existing)
         if records is None:
             return None
         method = getattr(model, data['method'])
@@ -102,22 +103,28 @@ def call(pool, data):
             **data.get('kwargs', {}))
 
 
-def _records(model, instances):
+def _records(model, instances, existing=None):
     """Return the instances that still exist, or None if none does."""
     if instances is None or instances == []:
         return []
-    search = getattr(model, 'search', None)
+    stored = hasattr(model, '__table__')
     ids = instances if isinstance(instances, list) else [instances]
-    if search is not None:
-        existing = {r.id for r in model.search([('id', 'in', ids)])}
+    if stored:
+        if existing is None:
+            existing = _existing_ids(model, ids)
         ids = [i for i in ids if i in existing]
         if not ids:
             return None
     if isinstance(instances, list):
-        if search is not None:
-            return model.browse(ids)
-        return [model(i) for i in ids]
-    return model.browse(ids)[0] if search is not None else model(ids[0])
+        return model.browse(ids) if stored else [model(i) for i in ids]
+    return model.browse(ids)[0] if stored else model(ids[0])
+
+
+def _existing_ids(model, ids):
+    table = model.__table__()
+    cursor = Transaction().connection.cursor()
+    cursor.execute(*table.select(table.id, where=table.id.in_(ids)))
+    return {id_ for id_, in cursor}
 
 
 class Monitor:
@@ -132,6 +139,60 @@ class Monitor:
     stopping = False
 
 
+class TasksTakenOver(Exception):
+    """A rescuer gave some of the batch's tasks to another worker.
+
+    It happens only if the worker's lock was lost (its control
+    connection was cut) while it ran them; the batch rolls back so that
+    nothing runs twice.
+    """
+
+
+class _Batch:
+    """The tasks of one transaction, decoded, with what they need."""
+
+    def __init__(self, transaction, pool, tasks):
+        self.transaction = transaction
+        self.pool = pool
+        self.calls = []
+        ids_by_model = {}
+        for task in tasks:
+            try:
+                data = encoding.loads(task.data)
+                name = label(transaction.database.name, task, data)
+                ids = data.get('instances')
+                ids_by_model.setdefault(data['model'], set()).update(
+                    ids if isinstance(ids, list) else [ids])
+            except (ValueError, TypeError, KeyError, AttributeError):
+                data, name = None, label(transaction.database.name, task)
+            self.calls.append((task, data, name))
+        self.ids_by_model = ids_by_model
+        self.existing = {}
+        self.deletions = transaction.deletions
+
+    def existing_ids(self, model_name):
+        """Return the ids of the model that exist, read once per batch.
+
+        A deletion by a task of the batch makes it read them again.
+        """
+        if self.transaction.deletions != self.deletions:
+            self.existing.clear()
+            self.deletions = self.transaction.deletions
+        existing = self.existing.get(model_name)
+        if existing is None:
+            try:
+                model = self.pool.get(model_name)
+            except ModelError:
+                return None
+            if not hasattr(model, '__table__'):
+                return None
+            ids = [i for i in self.ids_by_model.get(model_name, ())
+                if isinstance(i, int)]
+            existing = self.existing[model_name] = _existing_ids(
+                model, ids) if ids else set()
+        return existing
+
+
 def run_batch(database_name, worker_id, tasks, monitor=None):
     """Run claimed tasks in one transaction; return (done, failed) counts.
 
@@ -142,42 +203,46 @@ def run_batch(database_name, worker_id, tasks, monitor=None):
     pool = Pool(database_name)
     done, failed = [], 0
     with Transaction().start(database_name, 0) as transaction:
-        database = transaction.database
         cursor = transaction.connection.cursor()
-        owned = store.lock_claimed(
-            cursor, database, worker_id, [t.id for t in tasks])
+        batch = _Batch(transaction, pool, tasks)
+        cursor.execute('SAVEPOINT queue_task')
         limited = False
-        for index, task in enumerate(tasks):
-            if task.id not in owned:
-                continue
+        for index, (task, data, name) in enumerate(batch.calls):
             if monitor.stopping:
                 store.release(
-                    cursor, [t.id for t in tasks[index:] if t.id in owned],
-                    worker_id)
+                    cursor, [t.id for t in tasks[index:]], worker_id)
                 break
             outcome, limited = _run_one(
-                transaction, pool, task, monitor, limited)
+                batch, task, data, name, monitor, limited)
             if outcome == 'done':
                 done.append(task.id)
             elif outcome == 'failed':
                 failed += 1
-        store.finish(cursor, done)
+        finished = store.finish(cursor, done, worker_id=worker_id)
+        if finished != len(done):
+            raise TasksTakenOver(
+                f'{len(done) - finished} task(s) of the batch were given '
+                'to another worker while they ran.')
     return len(done), failed
 
 
-def _run_one(transaction, pool, task, monitor, limited):
-    """Run one task in a savepoint; return its outcome."""
+def _next_savepoint(database, cursor):
+    # One round trip where the driver takes several statements at once.
+    if database.has_multiple_statements:
+        cursor.execute('RELEASE SAVEPOINT queue_task; SAVEPOINT queue_task')
+    else:
+        cursor.execute('RELEASE SAVEPOINT queue_task')
+        cursor.execute('SAVEPOINT queue_task')
+
+
+def _run_one(batch, task, data, name, monitor, limited):
+    """Run one task in the batch's savepoint; return its outcome."""
+    transaction = batch.transaction
     database = transaction.database
     cursor = transaction.connection.cursor()
-    try:
-        data = encoding.loads(task.data)
-        name = label(database.name, task, data)
-    except (ValueError, TypeError, KeyError):
-        data, name = None, label(database.name, task)
     start = time.perf_counter()
     monitor.started(task)
     hooks = transaction.hooks_mark()
-    cursor.execute('SAVEPOINT queue_task')
     try:
         if data is None:
             raise ModelError(
@@ -187,16 +252,18 @@ def _run_one(transaction, pool, task, monitor, limited):
         limited = _statement_timeout(database, cursor, task.timeout,
             limited)
         with time_limit(task.timeout, name):
-            result = call(pool, data)
+            result = call(
+                batch.pool, data, batch.existing_ids(data['model']))
         flush_buffer(transaction)
         if result is not None:
             _keep_result(cursor, task, name, result)
-        cursor.execute('RELEASE SAVEPOINT queue_task')
+        _next_savepoint(database, cursor)
     except StopRequested:
         raise
     except Exception as exception:
         if database.is_connection_error(exception):
             raise
+        # The savepoint stays after a rollback to it, ready for the next.
         cursor.execute('ROLLBACK TO SAVEPOINT queue_task')
         transaction.forget_hooks(hooks)
         transaction.cache.clear()

@@ -139,31 +139,21 @@ def claim(connection, database, worker_id, queues, limit, now=None,
     return tasks
 
 
-def lock_claimed(cursor, database, worker_id, ids):
-    """Lock the worker's claimed rows for the run; return those still its.
+def finish(cursor, ids, now=None, state='done', worker_id=None):
+    """Mark the tasks finished (done, or cancelled); return how many.
 
-    A row that a rescuer gave to someone else in the meantime is left
-    out, so that a task never runs twice at once.
+    With worker_id, only the tasks the worker still runs are finished.
     """
-    queue = _queue()
-    cursor.execute(*queue.select(
-        queue.id,
-        where=queue.id.in_(list(ids)) & (queue.worker == worker_id)
-        & (queue.state == 'running'),
-        for_=For('UPDATE') if database.has_select_for_skip_locked
-        else None))
-    return {id_ for id_, in cursor}
-
-
-def finish(cursor, ids, now=None, state='done'):
-    """Mark the tasks finished (done, or cancelled)."""
     if not ids:
-        return
+        return 0
     queue = _queue()
+    where = queue.id.in_(list(ids))
+    if worker_id is not None:
+        where &= (queue.worker == worker_id) & (queue.state == 'running')
     cursor.execute(*queue.update(
         [queue.state, queue.finished_at, queue.worker],
-        [state, now or utcnow(), None],
-        where=queue.id.in_(list(ids))))
+        [state, now or utcnow(), None], where=where))
+    return cursor.rowcount
 
 
 def store_result(cursor, task_id, result):

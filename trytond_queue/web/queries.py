@@ -5,20 +5,17 @@ so that a page reads all its figures in one snapshot.  Times are naive
 UTC, as the queue keeps them.
 """
 import datetime
-import fcntl
 import functools
 import itertools
 import pprint
 
 from sql import Cast, Literal, Table
-from sql.aggregate import Count, Min, Sum
+from sql.aggregate import Count, Sum
 from sql.conditionals import Case
 from sql.functions import Extract, Floor, Function
-from sql.operators import Exists
 
 from .. import backend
-from ..commands.queue import _queue_figures, _total
-from ..queue import identity, store
+from ..queue import admin, store
 
 __all__ = [
     'queue_figures', 'throughput', 'task_page', 'read_task', 'workers',
@@ -26,6 +23,9 @@ __all__ = [
     ]
 
 CHART_MINUTES = 60
+# The workers are read as the command line reads them; the name stays
+# here too, beside the other figures that the metrics read.
+workers = admin.workers
 PAGE_SIZE = 50
 FILTERS = ('name', 'state', 'model', 'method')
 LIST_COLUMNS = (
@@ -60,8 +60,8 @@ def _floor(value):
 
 def queue_figures(cursor, now):
     """Return the figures of each queue and their total, as `status`."""
-    figures = _queue_figures(cursor, now)
-    return figures, _total(figures)
+    figures = admin.queue_figures(cursor, now)
+    return figures, admin.total_figures(figures)
 
 
 def _minute_edges(now, minutes):
@@ -157,72 +157,16 @@ def _exists(cursor, queue, where):
     return cursor.fetchone() is not None
 
 
-def read_task(pool, task_id):
-    """Return the task as a dictionary with its call, or None."""
-    Queue = pool.get('ir.queue')
-    if not Queue.search_count([('id', '=', task_id)]):
+def read_task(task_id):
+    """Return the task with its call laid out for the page, or None."""
+    task = admin.read_task(task_id)
+    if task is None:
         return None
-    task, = Queue.read([task_id])
     call = task.pop('data') or {}
     task['call'] = [
         (name, pprint.pformat(call.get(name), width=76))
         for name in ('instances', 'args', 'kwargs', 'user', 'context')]
     return task
-
-
-def _lock_held(database, worker_id):
-    # Unlike the rescue, this only looks: it neither keeps the lock nor
-    # removes the file, so that it cannot race a worker taking it.
-    path = identity.lock_path(database, worker_id)
-    try:
-        lock_file = open(path)
-    except FileNotFoundError:
-        return False
-    with lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(lock_file, fcntl.LOCK_UN)
-    return False
-
-
-WORKER_COLUMNS = (
-    'id', 'host', 'pid', 'manager_pid', 'manager', 'queues', 'started_at',
-    'last_seen', 'running')
-
-
-def _running_task(worker):
-    """Return the query of the task a worker runs, its first claimed."""
-    queue = Table('ir_queue')
-    return queue.select(
-        Min(queue.id),
-        where=(queue.worker == worker.id) & (queue.state == 'running'))
-
-
-def workers(cursor, database):
-    """Return the registered workers, each with whether it is alive.
-
-    A worker is alive while it holds its lock, whatever its row says:
-    the row of a dead one stays until the next rescue removes it.
-    """
-    worker = Table('ir_queue_worker')
-    columns = [getattr(worker, c) for c in WORKER_COLUMNS[:-1]]
-    columns.append(_running_task(worker))
-    if database.has_advisory_lock:
-        columns.append(Exists(store.alive_lock(worker.id)))
-    cursor.execute(*worker.select(*columns, order_by=[worker.id.asc]))
-    rows = []
-    for values in cursor:
-        row = dict(zip(WORKER_COLUMNS, values))
-        if database.has_advisory_lock:
-            row['alive'] = bool(values[-1])
-        else:
-            row['alive'] = _lock_held(database, row['id'])
-        for name in ('started_at', 'last_seen'):
-            row[name] = store.to_datetime(row[name])
-        rows.append(row)
-    return rows
 
 
 def group_workers(rows):

@@ -15,17 +15,8 @@ from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
 from .. import backend
-from ..commands.common import format_time
-from ..commands.queue import (
-    NOT_CANCELLED,
-    NOT_RETRIED,
-    RETRYABLE_STATES,
-    _cancel,
-    _first_line,
-    _retry_failed,
-    _retry_ids,
-)
-from ..pool import Pool
+from ..commands.common import first_line, format_time
+from ..queue import admin
 from ..queue.model import STATES, WAITING_STATES
 from ..queue.store import utcnow
 from ..transaction import Transaction, run_in_transaction
@@ -89,7 +80,7 @@ def number(value):
 
 
 FILTERS = {
-    'age': age, 'ago': ago, 'utc': format_time, 'first_line': _first_line,
+    'age': age, 'ago': ago, 'utc': format_time, 'first_line': first_line,
     'number': number,
     }
 
@@ -139,11 +130,12 @@ def _notice(request):
         kind, text = NOTICES[code]
         return {'kind': kind, 'text': text}
     state = request.args.get('state', '')
-    if code == 'not-retried' and state in NOT_RETRIED:
-        return {'kind': 'error', 'text': f'The task {NOT_RETRIED[state]}.'}
-    if code == 'not-cancelled' and state in NOT_CANCELLED:
-        return {
-            'kind': 'error', 'text': f'The task {NOT_CANCELLED[state]}.'}
+    if code == 'not-retried' and state in admin.WHY_NOT_RETRIED:
+        return {'kind': 'error',
+            'text': f'The task {admin.WHY_NOT_RETRIED[state]}.'}
+    if code == 'not-cancelled' and state in admin.WHY_NOT_CANCELLED:
+        return {'kind': 'error',
+            'text': f'The task {admin.WHY_NOT_CANCELLED[state]}.'}
     if code == 'bulk':
         retried = request.args.get('retried', 0, type=int)
         left = request.args.get('left', 0, type=int)
@@ -229,29 +221,16 @@ def tasks(app, request):
 def task(app, request, task_id):
     """Show everything about a task, with the actions it allows."""
     with Transaction().start(app.database_name, 0, readonly=True):
-        found = queries.read_task(Pool(app.database_name), task_id)
+        found = queries.read_task(task_id)
     if found is None:
         raise NotFound(f'There is no task {task_id} in this database.')
     return app.render(
         request, 'task.html', page='tasks', task=found,
-        can_retry=found['state'] in RETRYABLE_STATES,
+        can_retry=found['state'] in admin.RETRYABLE_STATES,
         can_cancel=found['state'] in WAITING_STATES or (
             found['state'] == 'running'
             and backend.Database(app.database_name).has_channel),
         notice=_notice(request))
-
-
-def _change(app, function, *args):
-    """Run an action in its own transaction; None on a unique conflict."""
-    try:
-        return run_in_transaction(app.database_name, 0, function, *args)
-    except Exception as exception:
-        # A unique task queued after the transaction began escapes the
-        # guard of the update, and the unique index refuses its twin.
-        if not backend.Database(app.database_name).is_integrity_error(
-                exception):
-            raise
-        return None
 
 
 def _back(app, request, task_id, notice, **values):
@@ -261,14 +240,15 @@ def _back(app, request, task_id, notice, **values):
 
 def retry(app, request, task_id):
     """Make a failed, cancelled or scheduled task pending again."""
-    changed = _change(app, _retry_ids, [task_id])
+    changed = admin.run_change(
+        app.database_name, admin.retry_tasks, [task_id])
     if changed is None:
         return _back(app, request, task_id, 'conflict')
     before, after = changed
     state = before.get(task_id)
     if state is None:
         raise NotFound(f'There is no task {task_id} in this database.')
-    if state in RETRYABLE_STATES and after.get(task_id) == 'pending':
+    if state in admin.RETRYABLE_STATES and after.get(task_id) == 'pending':
         logger.info(
             '%s/%s: retried from the dashboard', app.database_name, task_id)
         return _back(app, request, task_id, 'retried')
@@ -280,7 +260,7 @@ def retry(app, request, task_id):
 def cancel(app, request, task_id):
     """Cancel a waiting task, or ask the worker of a running one."""
     before, cancelled, requested = run_in_transaction(
-        app.database_name, 0, _cancel, [task_id])
+        app.database_name, 0, admin.cancel_tasks, [task_id])
     state = before.get(task_id)
     if state is None:
         raise NotFound(f'There is no task {task_id} in this database.')
@@ -303,10 +283,11 @@ def retry_failed(app, request):
     """Make every failed task, or those of a queue, pending again."""
     queue = request.form.get('queue', '').strip()[:FILTER_LENGTH] or None
     back = request.form.get('back')
-    changed = _change(app, _retry_failed, queue)
+    changed = admin.run_change(
+        app.database_name, admin.retry_failed, queue)
     values = {'notice': 'conflict'}
     if changed is not None:
-        retried, left = changed
+        retried, left, _ = changed
         logger.info(
             '%s: %d failed task(s) of %s retried from the dashboard',
             app.database_name, retried, queue or 'every queue')
@@ -322,7 +303,7 @@ def workers(app, request):
     """Show the worker processes alive, grouped by their manager."""
     with Transaction().start(
             app.database_name, 0, readonly=True) as transaction:
-        rows = queries.workers(
+        rows = admin.workers(
             transaction.connection.cursor(), transaction.database)
     alive = [r for r in rows if r['alive']]
     return app.render(

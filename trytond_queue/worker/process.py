@@ -19,7 +19,7 @@ from ..queue import store
 from ..queue.identity import Identity, rescue_dead_workers
 from ..queue.limits import configured_limits, free_slot, take_slot
 from ..queue.notify import listen
-from ..queue.runner import StopRequested, run_batch
+from ..queue.runner import StopRequested, TasksTakenOver, run_batch
 from . import logs
 
 __all__ = ['serve', 'Slot', 'drain_pipe']
@@ -134,6 +134,8 @@ class WorkerProcess:
         self.durations = []
         self.identities = []
         self.ran = 0
+        # The databases whose schedule to read again once idle.
+        self.look_again = set()
 
     def on_signal(self, signum, frame):
         """First signal: stop after the task; second: stop at once."""
@@ -193,8 +195,9 @@ class WorkerProcess:
             if not worked and not self.stopping:
                 self._wait(next_due)
                 # A notification may announce a scheduled task, and a
-                # poll is the time to look again anyway.
-                next_due.update(dict.fromkeys(next_due, store.utcnow()))
+                # poll is the time to look again anyway: once the queue
+                # is found empty, not before, to start a task sooner.
+                self.look_again.update(next_due)
 
     def _serve_once(self, index, identity, next_due):
         """Claim and run one batch of a database; tell if any ran."""
@@ -210,6 +213,9 @@ class WorkerProcess:
         tasks = identity.claim(
             self.batch_size(), excluded=tuple(self.limits))
         if not tasks:
+            if index in self.look_again:
+                self.look_again.discard(index)
+                next_due[index] = self._promote(identity)
             return worked
         self._run(index, identity, tasks, next_due)
         return True
@@ -235,6 +241,10 @@ class WorkerProcess:
         except StopRequested:
             self._give_back(identity, tasks)
             raise
+        except TasksTakenOver as exception:
+            logger.warning('%s: %s', identity.database_name, exception)
+            self._give_back(identity, tasks)
+            return
         except Exception as exception:
             if not identity.database.is_connection_error(exception):
                 logger.critical(
