@@ -36,6 +36,7 @@ class Database:
     has_sequence = False
     has_on_conflict = False
     has_multiple_statements = False
+    has_copy = False
     # Whether two transactions may write at once; else a writer waits
     # for the other to end.
     has_concurrent_writers = True

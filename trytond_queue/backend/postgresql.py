@@ -4,6 +4,8 @@ Transactions run in REPEATABLE READ, as in Tryton: a task sees one
 snapshot from its first statement to its commit, and a concurrent update
 of the same row is reported as a serialization failure to retry.
 """
+import datetime
+import io
 import logging
 import select
 import socket
@@ -44,6 +46,25 @@ class GenerateSeries(Function):
     _function = 'GENERATE_SERIES'
 
 
+# Backslash, tab, newline and carriage return have a meaning in COPY's
+# text format.
+_COPY_ESCAPES = str.maketrans({
+    '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r'})
+
+
+def _copy_text(value):
+    """Return a value in COPY's text format."""
+    if value is None:
+        return '\\N'
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return 't' if value else 'f'
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(' ')
+    return str(value)
+
+
 class AdvisoryXactLock(Function):
     __slots__ = ()
     _function = 'PG_ADVISORY_XACT_LOCK'
@@ -66,6 +87,7 @@ class Database(BaseDatabase):
     has_on_conflict = True
     has_statement_timeout = True
     has_multiple_statements = True
+    has_copy = True
 
     def __init__(self, name):
         super().__init__(name)
@@ -288,6 +310,23 @@ class Database(BaseDatabase):
         connection.cursor().execute(
             'SET synchronous_commit = off; '
             'SET enable_bitmapscan = off; SET enable_sort = off')
+
+    def copy_rows(self, connection, table_name, columns, rows):
+        """Insert many rows at once with COPY, the bulk-load protocol.
+
+        COPY parses rows several times faster than a multi-row INSERT
+        of as many parameters, which matters for the thousands of tasks
+        one transaction may queue.  It is not a query python-sql can
+        write: the identifiers are quoted by psycopg2 and the values
+        escaped in COPY's text format below.
+        """
+        statement = psycopg2.sql.SQL('COPY {} ({}) FROM STDIN').format(
+            psycopg2.sql.Identifier(table_name),
+            psycopg2.sql.SQL(', ').join(
+                psycopg2.sql.Identifier(c) for c in columns))
+        text = ''.join(
+            '\t'.join(map(_copy_text, row)) + '\n' for row in rows)
+        connection.cursor().copy_expert(statement, io.StringIO(text))
 
     def lock_schema(self, connection):
         """Wait for the other processes that change the schema."""

@@ -7,12 +7,13 @@ statement just before the commit (or before the queue is read), so that
 a loop of calls costs one round trip per few hundred tasks.
 """
 import datetime
+import functools
 import hashlib
 import json
 import math
 import re
 
-from sql import Conflict, Table
+from sql import Conflict, Flavor, Table
 
 from .. import encoding
 from ..config import config
@@ -20,6 +21,7 @@ from ..exceptions import QueueError
 from ..transaction import Transaction
 from . import store
 from .model import WAITING_STATES
+from .notify import notify, notify_query
 
 __all__ = ['QueueCaller', 'enqueue', 'flush_buffer', 'discard_buffer']
 
@@ -76,14 +78,17 @@ class QueueCaller:
 class _Buffer:
     """The rows queued in one transaction and not yet written."""
 
-    __slots__ = ('rows', 'reserved', 'notify', 'inline_ids', 'hooked')
+    __slots__ = (
+        'rows', 'reserved', 'notify', 'inline_ids', 'hooked', 'first')
 
     def __init__(self):
         self.rows = []
         self.reserved = []
+        # Whether the workers still need a notification at commit.
         self.notify = False
         self.inline_ids = []
         self.hooked = False
+        self.first = True
 
 
 def _instance_ids(model, instances):
@@ -288,27 +293,65 @@ def _buffer(transaction):
 def _add(transaction, row, unique):
     database = transaction.database
     buffer = _buffer(transaction)
-    buffer.notify = True
-    if database.has_sequence:
-        # Every task takes its id from the reserve, unique ones too, so
-        # that ids follow the order of the calls.
-        if not buffer.reserved:
-            # Reserve more ids each time, so that a loop of calls costs
-            # few round trips and a single call reserves one id.
-            count = min(max(len(buffer.rows), 1), FLUSH_CHUNK)
-            buffer.reserved = database.next_ids(
-                transaction.connection, Table('ir_queue'), count)[::-1]
-        row['id'] = buffer.reserved.pop()
-    if unique:
-        flush_buffer(transaction)
-        task_id = _insert_unique(transaction, row)
-    elif 'id' in row:
-        task_id = row['id']
-        buffer.rows.append(row)
+    first, buffer.first = buffer.first, False
+    if (first and not unique and database.has_sequence
+            and database.has_multiple_statements):
+        # The first task of a transaction is written at once, with the
+        # notification of the workers, in one round trip: a transaction
+        # that queues one task costs no more than one insert.
+        task_id = _insert_first(transaction, row)
     else:
-        task_id = _insert(transaction, [row])[0]
+        buffer.notify = True
+        if database.has_sequence:
+            # Every later task takes its id from a reserve, unique ones
+            # too, so that ids follow the order of the calls.
+            row['id'] = _reserved_id(transaction, buffer)
+        if unique:
+            flush_buffer(transaction)
+            task_id = _insert_unique(transaction, row)
+        elif 'id' in row:
+            task_id = row['id']
+            buffer.rows.append(row)
+        else:
+            task_id = _insert(transaction, [row])[0]
     buffer.inline_ids.append(task_id)
     return task_id
+
+
+def _reserved_id(transaction, buffer):
+    if not buffer.reserved:
+        # Reserve more ids each time, so that a loop of calls costs few
+        # round trips.
+        count = min(max(len(buffer.rows), 1), FLUSH_CHUNK)
+        buffer.reserved = transaction.database.next_ids(
+            transaction.connection, Table('ir_queue'), count)[::-1]
+    return buffer.reserved.pop()
+
+
+@functools.lru_cache(maxsize=4)
+def _first_statement(paramstyle):
+    """Return the SQL that notifies the workers and inserts one task.
+
+    It is rendered once: python-sql would otherwise take longer to
+    write it than the server to run it.
+    """
+    table = Table('ir_queue')
+    notification = notify_query()
+    insert = table.insert(
+        [getattr(table, c) for c in COLUMNS[1:]], [[None] * len(COLUMNS[1:])],
+        returning=[store.Returned('id')])
+    # The driver returns the result of the last statement: the id.
+    return (str(notification) + '; ' + str(insert),
+        tuple(notification.params))
+
+
+def _insert_first(transaction, row):
+    """Insert the row and notify the workers; return the row's id."""
+    statement, notify_params = _first_statement(Flavor.get().paramstyle)
+    cursor = transaction.connection.cursor()
+    cursor.execute(
+        statement, notify_params + tuple(row[c] for c in COLUMNS[1:]))
+    return cursor.fetchone()[0]
 
 
 def _insert(transaction, rows):
@@ -316,6 +359,12 @@ def _insert(transaction, rows):
     cursor = transaction.connection.cursor()
     names = [c for c in COLUMNS if c != 'id' or 'id' in rows[0]]
     columns = [getattr(table, c) for c in names]
+    database = transaction.database
+    if 'id' in rows[0] and database.has_copy:
+        database.copy_rows(
+            transaction.connection, 'ir_queue', names,
+            [[row[c] for c in names] for row in rows])
+        return [row['id'] for row in rows]
     if 'id' in rows[0]:
         cursor.execute(*table.insert(
             columns, [[row[c] for c in names] for row in rows]))
@@ -371,12 +420,13 @@ def discard_buffer(transaction):
     buffer = transaction.storage.get(BUFFER_KEY)
     if buffer is not None:
         buffer.rows.clear()
+        # A notification sent within the rolled back work is undone.
+        buffer.notify = True
 
 
 def _before_commit(transaction, buffer):
     buffer.hooked = False
     flush_buffer(transaction)
     if buffer.notify and transaction.database.has_channel:
-        from .notify import notify
         notify(transaction)
         buffer.notify = False

@@ -2,7 +2,7 @@
 from sql import Select
 from sql.functions import Function
 
-__all__ = ['CHANNEL', 'CANCEL_CHANNEL', 'notify', 'listen']
+__all__ = ['CHANNEL', 'CANCEL_CHANNEL', 'notify', 'notify_query', 'listen']
 
 # One channel per database: notifications never cross databases.
 CHANNEL = 'ir_queue'
@@ -15,6 +15,11 @@ class PgNotify(Function):
     _function = 'PG_NOTIFY'
 
 
+def notify_query(payload='', channel=CHANNEL):
+    """Return the query that notifies a channel."""
+    return Select([PgNotify(channel, payload)])
+
+
 def notify(transaction, payload='', channel=CHANNEL):
     """Wake the workers when the transaction commits.
 
@@ -22,7 +27,7 @@ def notify(transaction, payload='', channel=CHANNEL):
     folds identical notifications of one transaction into one.
     """
     cursor = transaction.connection.cursor()
-    cursor.execute(*Select([PgNotify(channel, payload)]))
+    cursor.execute(*notify_query(payload, channel))
 
 
 def listen(connection, channel=CHANNEL):
