@@ -109,13 +109,9 @@ def claimed_columns(queue=None):
     return [Returned(name) for name in ClaimedTask.__slots__]
 
 
-def claim(connection, database, worker_id, queues, limit, now=None,
-          excluded=()):
-    """Take up to limit pending tasks for the worker, in order.
-
-    queues, if any, are the only queues served; excluded queues are
-    left to claims of their own (those with a concurrency limit).
-    """
+def claim_query(database, worker_id, queues, limit, now=None,
+                excluded=()):
+    """Return the claim of up to limit tasks (see :func:`claim`)."""
     queue, pending = _queue(), _queue()
     where = pending.state == 'pending'
     if queues:
@@ -128,12 +124,23 @@ def claim(connection, database, worker_id, queues, limit, now=None,
         limit=limit,
         for_=ForSkipLocked('UPDATE')
         if database.has_select_for_skip_locked else None)
-    cursor = connection.cursor()
-    cursor.execute(*queue.update(
+    return queue.update(
         [queue.state, queue.attempts, queue.dequeued_at, queue.worker],
         ['running', queue.attempts + 1, now or utcnow(), worker_id],
         where=queue.id.in_(candidates),
-        returning=claimed_columns(queue)))
+        returning=claimed_columns(queue))
+
+
+def claim(connection, database, worker_id, queues, limit, now=None,
+          excluded=()):
+    """Take up to limit pending tasks for the worker, in order.
+
+    queues, if any, are the only queues served; excluded queues are
+    left to claims of their own (those with a concurrency limit).
+    """
+    cursor = connection.cursor()
+    cursor.execute(*claim_query(
+        database, worker_id, queues, limit, now, excluded))
     tasks = [ClaimedTask(*row) for row in cursor]
     tasks.sort(key=lambda t: t.order)
     return tasks

@@ -1,0 +1,119 @@
+"""Batches of tasks: each task's guarantees hold inside a batch."""
+import pytest
+from sql import Table
+
+from trytond_queue.pool import Pool
+from trytond_queue.queue import store
+from trytond_queue.queue.identity import Identity
+from trytond_queue.queue.runner import run_batch
+
+from .workers import worker_mode
+
+
+def _claim_all(env):
+    identity = Identity(env.database_name).open()
+    return identity, identity.claim(100)
+
+
+def _states(env):
+    with env.transaction(readonly=True):
+        return {t.id: t.state for t in Pool().get('ir.queue').search([])}
+
+
+def test_failing_task_does_not_undo_its_neighbours(env):
+    worker_mode()
+    with env.transaction(context={'queue_max_attempts': 1}):
+        Log = Pool().get('test.log')
+        first, = Log.__queue__.insert([], 'first')
+        failing, = Log.__queue__.fail([], 'broken')
+        last, = Log.__queue__.insert([], 'last')
+    identity, tasks = _claim_all(env)
+    try:
+        assert len(tasks) == 3
+        assert run_batch(env.database_name, identity.id, tasks) == (2, 1)
+    finally:
+        identity.close()
+    states = _states(env)
+    assert [states[i] for i in (first, failing, last)] == [
+        'done', 'failed', 'done']
+    with env.transaction(readonly=True):
+        names = sorted(
+            log.name for log in Pool().get('test.log').search([]))
+    # The failing task's own row went with its savepoint.
+    assert names == ['first', 'last']
+
+
+def test_task_after_a_deletion_in_its_batch_skips_deleted_records(env):
+    worker_mode()
+    with env.transaction():
+        Log = Pool().get('test.log')
+        log, = Log.create([{'name': 'doomed'}])
+        Log.__queue__.delete([log])
+        # Had the batch not looked again after the deletion, this call
+        # would log the deleted record.
+        Log.__queue__.record([log])
+    identity, tasks = _claim_all(env)
+    try:
+        assert run_batch(env.database_name, identity.id, tasks) == (2, 0)
+    finally:
+        identity.close()
+    assert set(_states(env).values()) == {'done'}
+    with env.transaction(readonly=True):
+        assert Pool().get('test.log').search_count([]) == 0
+
+
+def test_batch_taken_over_by_a_rescuer_rolls_back(env):
+    worker_mode()
+    with env.transaction():
+        Pool().get('test.log').__queue__.insert([], 'once')
+    identity, tasks = _claim_all(env)
+    try:
+        # A rescuer gave the task to another worker meanwhile.
+        with env.transaction() as transaction:
+            queue = Table('ir_queue')
+            transaction.connection.cursor().execute(*queue.update(
+                [queue.worker], [identity.id + 1000]))
+        from trytond_queue.queue.runner import TasksTakenOver
+        try:
+            run_batch(env.database_name, identity.id, tasks)
+        except TasksTakenOver:
+            pass
+        else:
+            raise AssertionError('the batch was not rolled back')
+    finally:
+        identity.close()
+    with env.transaction(readonly=True):
+        assert Pool().get('test.log').search_count([]) == 0
+
+
+@pytest.mark.parametrize('history', [0, 200_000])
+def test_claim_uses_the_claim_index_whatever_the_history(pg_env, history):
+    env = pg_env
+    worker_mode()
+    queue = Table('ir_queue')
+    identity = Identity(env.database_name).open()
+    try:
+        cursor = identity.connection.cursor()
+        # Statistics of an empty table, as a new queue has, then a
+        # 10,000 pending tasks, with or without a long history.
+        cursor.execute('ANALYZE ir_queue')
+        cursor.execute(
+            "INSERT INTO ir_queue (name, model, method, state, priority, "
+            "enqueued_at, due_at, attempts, max_attempts, finished_at) "
+            "SELECT 'default', 'test.log', 'insert', "
+            "CASE WHEN i <= %s THEN 'done' ELSE 'pending' END, 0, "
+            "now(), now(), 0, 5, now() "
+            "FROM generate_series(1, %s) AS i", (history, history + 10000))
+        from sql import Flavor
+        Flavor.set(identity.database.flavor)
+        query = store.claim_query(identity.database, identity.id, (), 50)
+        text, params = tuple(query)
+        cursor.execute('EXPLAIN ' + text, params)
+        plan = '\n'.join(row for row, in cursor)
+    finally:
+        with env.transaction() as transaction:
+            transaction.connection.cursor().execute(*queue.delete())
+        identity.close()
+    assert 'Index Scan using ir_queue_claim_index' in plan, plan
+    assert 'Sort' not in plan, plan
+    assert 'Seq Scan on ir_queue' not in plan, plan
