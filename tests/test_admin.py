@@ -77,6 +77,31 @@ def test_retry_tasks_reports_the_states_before_and_after(env):
         failed: {'attempts': 0}}
 
 
+def test_retry_tasks_retries_a_scheduled_unique_task_before_its_twin(env):
+    scheduled = add_task(
+        env, 'scheduled', unique_key='k', scheduled_at=utcnow() + DAY)
+    failed = add_task(env, 'failed', unique_key='k')
+
+    before, after = run(env, admin.retry_tasks, [scheduled, failed])
+
+    assert after == {scheduled: 'pending', failed: 'failed'}
+
+
+def test_retry_tasks_leaves_twins_when_the_first_is_not_the_waiting(env):
+    failed = add_task(env, 'failed', unique_key='k')
+    scheduled = add_task(
+        env, 'scheduled', unique_key='k', scheduled_at=utcnow() + DAY)
+    other = add_task(env, 'cancelled', unique_key='other')
+
+    before, after = run(env, admin.retry_tasks, [failed, scheduled, other])
+
+    # The failed task would be a second waiting copy of its key; the
+    # scheduled one is left too, since the first of its key is retried
+    # before it.
+    assert after == {
+        failed: 'failed', scheduled: 'scheduled', other: 'pending'}
+
+
 def test_count_failed_counts_one_queue_or_all(env):
     add_task(env, 'failed', name='mail')
     add_task(env, 'failed')

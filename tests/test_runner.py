@@ -94,7 +94,7 @@ def test_claim_uses_the_claim_index_whatever_the_history(pg_env, history):
     identity = Identity(env.database_name).open()
     try:
         cursor = identity.connection.cursor()
-        # Statistics of an empty table, as a new queue has, then a
+        # Statistics of an empty table, as a new queue has, then
         # 10,000 pending tasks, with or without a long history.
         cursor.execute('ANALYZE ir_queue')
         cursor.execute(

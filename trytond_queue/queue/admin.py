@@ -108,26 +108,28 @@ def _retry_query(selection, now):
     when a selected twin of lower id is retried with it: the unique index
     allows one waiting copy only.
     """
-    queue, twin, selected = (
+    queue, waiting, selected = (
         Table('ir_queue'), Table('ir_queue'), Table('ir_queue'))
-    # The partial unique index answers this for each row at once.
-    twin_waits = Exists(twin.select(
-        Literal(1),
-        where=(twin.unique_key == queue.unique_key) & (twin.id != queue.id)
-        & twin.state.in_(list(WAITING_STATES))))
-    # The first of each key among the selected tasks is read once: a
-    # subquery tied to each row would read the selection again per row,
-    # which takes minutes for some ten thousand failed tasks.
+    # Both subqueries are read once, not once per row as a subquery
+    # tied to the row would be: that takes minutes for some ten
+    # thousand failed tasks.  The unique index keeps one waiting task
+    # per key, so a waiting task is the one of its key.
+    waiting_keys = waiting.select(
+        waiting.unique_key,
+        where=waiting.state.in_(list(WAITING_STATES))
+        & (waiting.unique_key != Null))
     first_of_key = selected.select(
         Min(selected.id),
         where=selection(selected) & (selected.unique_key != Null),
         group_by=[selected.unique_key])
+    alone = (queue.state.in_(list(WAITING_STATES))
+        | ~queue.unique_key.in_(waiting_keys))
     return queue.update(
         [queue.state, queue.attempts, queue.scheduled_at,
             queue.finished_at, queue.due_at, queue.worker],
         ['pending', 0, None, None, Coalesce(queue.expected_at, now), None],
-        where=selection(queue) & ~twin_waits
-        & ((queue.unique_key == Null) | queue.id.in_(first_of_key)))
+        where=selection(queue) & ((queue.unique_key == Null)
+            | (queue.id.in_(first_of_key) & alone)))
 
 
 def retry_tasks(ids: list[int]) -> tuple[dict, dict]:
