@@ -128,8 +128,7 @@ def test_worker_stops_on_sigterm_after_running_tasks(env, tmp_path):
         assert all(
             t.state == 'done' or (t.state, t.attempts) == ('pending', 0)
             for t in tasks)
-        if env.name == 'postgresql':
-            assert {t.state for t in tasks} == {'done'}
+        assert 'done' in {t.state for t in tasks}
 
 
 def test_worker_second_signal_gives_tasks_back_at_once(env, tmp_path):

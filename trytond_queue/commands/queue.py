@@ -92,16 +92,24 @@ def init(database):
         f'{", ".join(pool.modules())}.')
 
 
-def _echo_status(database, now, as_json, indent=2):
-    """Print the figures of each queue, read now, and their total."""
+def _echo_status(database, as_json, interval=None):
+    """Print the figures of each queue and their total; redraw a watch."""
+    now = store.utcnow()
     with Transaction().start(database, 0, readonly=True) as transaction:
         figures = admin.queue_figures(transaction.connection.cursor(), now)
     total = admin.total_figures(figures)
     if as_json:
+        # A watch prints a document per line (JSON Lines), for a pipe.
         echo_json({
             'database': database, 'now': now, 'queues': figures,
-            'total': total}, indent=indent)
+            'total': total}, indent=None if interval else 2)
         return
+    if interval:
+        # Cleared once the figures are read, so that it never stays blank.
+        click.clear()
+        click.echo(
+            f'{database} at {format_time(now)} UTC, every {interval:g} s '
+            '(Ctrl+C to stop)\n')
     if not figures:
         click.echo(f'No tasks in the database {database!r}.')
         return
@@ -116,26 +124,6 @@ def _echo_status(database, now, as_json, indent=2):
         '\nOLDEST PENDING: how long the oldest pending task has waited; '
         'OVERDUE: waiting\nor running past their deadline; LATE: done '
         'after their deadline.')
-
-
-def _watch(database, interval, as_json):
-    """Print the status every interval seconds until Ctrl+C."""
-    try:
-        while True:
-            now = store.utcnow()
-            if as_json:
-                # One document per line (JSON Lines), for a pipe.
-                _echo_status(database, now, True, indent=None)
-            else:
-                click.clear()
-                click.echo(
-                    f'{database} at {format_time(now)} UTC, every '
-                    f'{interval:g} s (Ctrl+C to stop)\n')
-                _echo_status(database, now, False)
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        # Ctrl+C is how a watch ends, not a failure.
-        click.echo()
 
 
 @database_command()
@@ -154,10 +142,17 @@ def status(database, watch, interval, as_json):
     if interval is not None and not watch:
         raise click.UsageError('--interval goes with --watch only.')
     _open(database)
-    if watch:
-        _watch(database, interval or WATCH_INTERVAL, as_json)
-    else:
-        _echo_status(database, store.utcnow(), as_json)
+    if not watch:
+        _echo_status(database, as_json)
+        return
+    interval = WATCH_INTERVAL if interval is None else interval
+    try:
+        while True:
+            _echo_status(database, as_json, interval)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        # Ctrl+C is how a watch ends, not a failure.
+        return
 
 
 LIST_FIELDS = [
@@ -377,7 +372,7 @@ def clean(database, days):
     help='Only the processes alive, leaving out the dead ones.')
 @json_option
 def workers(database, alive_only, as_json):
-    """List the managers and worker processes registered on the database.
+    """List the managers and worker processes of the database.
 
     A process is alive while it holds its lock; the row of a dead one
     stays until the next rescue removes it.

@@ -170,8 +170,8 @@ def retry_failed(
     The tasks are those of id above after, the first limit of them when
     limit is given, so that a caller can go through many in
     transactions of their own by passing the last id back as after.
-    Left counts the tasks taken but left failed because a waiting task
-    has their unique key; the last id is None when no task was taken.
+    Left counts the tasks taken but left failed for their unique key,
+    as retry_tasks leaves them; the last id is None when none was taken.
     """
     queue = Table('ir_queue')
     cursor = Transaction().connection.cursor()

@@ -170,6 +170,40 @@ class _Batch:
         self.existing = {}
         self.deletions = transaction.deletions
 
+    def begin(self):
+        """Open the batch's savepoint, reading what exists on the way.
+
+        Where the driver takes several statements at once, the records
+        of the first model are read in the same round trip: it is on
+        the path from the commit of a task to its start.
+        """
+        transaction = self.transaction
+        cursor = transaction.connection.cursor()
+        model = self._stored_model(next(iter(self.ids_by_model), None))
+        ids = self._ids(model)
+        if not transaction.database.has_multiple_statements or not ids:
+            cursor.execute('SAVEPOINT queue_task')
+            return
+        table = model.__table__()
+        query = table.select(table.id, where=table.id.in_(ids))
+        cursor.execute('SAVEPOINT queue_task; ' + str(query), query.params)
+        self.existing[model.__name__] = {id_ for id_, in cursor}
+
+    def _stored_model(self, model_name):
+        if model_name is None:
+            return None
+        try:
+            model = self.pool.get(model_name)
+        except ModelError:
+            return None
+        return model if hasattr(model, '__table__') else None
+
+    def _ids(self, model):
+        if model is None:
+            return []
+        return [i for i in self.ids_by_model.get(model.__name__, ())
+            if isinstance(i, int) and not isinstance(i, bool)]
+
     def existing_ids(self, model_name):
         """Return the ids of the model that exist, read once per batch.
 
@@ -180,14 +214,10 @@ class _Batch:
             self.deletions = self.transaction.deletions
         existing = self.existing.get(model_name)
         if existing is None:
-            try:
-                model = self.pool.get(model_name)
-            except ModelError:
+            model = self._stored_model(model_name)
+            if model is None:
                 return None
-            if not hasattr(model, '__table__'):
-                return None
-            ids = [i for i in self.ids_by_model.get(model_name, ())
-                if isinstance(i, int)]
+            ids = self._ids(model)
             existing = self.existing[model_name] = _existing_ids(
                 model, ids) if ids else set()
         return existing
@@ -205,7 +235,7 @@ def run_batch(database_name, worker_id, tasks, monitor=None):
     with Transaction().start(database_name, 0) as transaction:
         cursor = transaction.connection.cursor()
         batch = _Batch(transaction, pool, tasks)
-        cursor.execute('SAVEPOINT queue_task')
+        batch.begin()
         limited = False
         for index, (task, data, name) in enumerate(batch.calls):
             if monitor.stopping:
