@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import click
@@ -644,3 +645,20 @@ def test_installed_entry_point_runs_and_fails_cleanly(env, tmp_path):
     assert missing.returncode == 1
     assert missing.stderr.startswith('Error: The configuration file')
     assert 'Traceback' not in missing.stderr
+
+
+def test_run_runs_the_retries_due_without_workers(env, cli):
+    # Without workers, the failed attempt is retried by the command.
+    with env.transaction(context={'queue_max_attempts': 2}):
+        Log = Pool().get('test.log')
+        failing, = Log.__queue__.fail([], 'still broken')
+    assert read_tasks(env, [failing], ['state'])[failing] == {
+        'state': 'scheduled'}
+    time.sleep(0.2)
+
+    result = cli('run')
+
+    assert result.exit_code == 0, result.output
+    assert result.output == '0 task(s) done, 1 failed for good.\n'
+    assert read_tasks(env, [failing], ['state', 'attempts'])[failing] == {
+        'state': 'failed', 'attempts': 2}

@@ -547,3 +547,17 @@ def test_task_queued_by_a_hook_of_the_commit_is_written(queued):
             lambda: late.append(Log.__queue__.insert(Log(1), 'late')))
         late = []
     assert [t['id'] for t in tasks(queued)] == [first] + late
+
+
+def test_buffered_tasks_keep_characters_that_copy_escapes(queued):
+    env = queued
+    awkward = ['tab\there', 'new\nline', 'back\\slash', 'cr\rhere', '\\N']
+    with env.transaction():
+        Log = Pool().get('test.log')
+        # The first task is inserted at once, the others buffered.
+        task_ids = [
+            Log.__queue__.insert([], text)[0] for text in ['x'] + awkward]
+    with env.transaction(readonly=True):
+        Queue = Pool().get('ir.queue')
+        stored = [t.data['args'][0] for t in Queue.browse(task_ids)]
+    assert stored == ['x'] + awkward

@@ -117,3 +117,21 @@ def test_claim_uses_the_claim_index_whatever_the_history(pg_env, history):
     assert 'Index Scan using ir_queue_claim_index' in plan, plan
     assert 'Sort' not in plan, plan
     assert 'Seq Scan on ir_queue' not in plan, plan
+
+
+@pytest.mark.parametrize('size', [1, 5])
+def test_claim_takes_no_more_than_asked(env, size):
+    worker_mode()
+    identity = Identity(env.database_name).open()
+    try:
+        if env.name == 'postgresql':
+            # The statistics of an empty table once made PostgreSQL run
+            # the claim's subquery once per row it updated.
+            identity.connection.cursor().execute('ANALYZE ir_queue')
+        with env.transaction():
+            Log = Pool().get('test.log')
+            for _ in range(300):
+                Log.__queue__.insert([], 'many')
+        assert len(identity.claim(size)) == size
+    finally:
+        identity.close()

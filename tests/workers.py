@@ -41,7 +41,8 @@ def running_worker(env, tmp_path, *args, stop=True, **options):
         with open(log_path) as log:
             # Shown by pytest when the test fails.
             print(''.join(
-                line for line in log if ' done in ' not in line)[-5000:])
+                line for line in log
+                if ' done in ' not in line)[-5000:])
 
 
 def _stop(process, stop):

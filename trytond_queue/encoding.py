@@ -74,23 +74,39 @@ _decoder = json.JSONDecoder(object_hook=_decode)
 
 
 _NO_KEY = object()
-_SCALARS = frozenset([str, int, float, bool, type(None)])
+SCALAR_TYPES = frozenset([str, int, float, bool, type(None)])
 _KEY_RULE = 'keys must be strings other than "__class__"'
 
 
 def dumps(value) -> str:
     """Return value as typed JSON, or raise ArgumentEncodingError."""
+    text = encode(value)
+    # The walk comes after the encoding, which has refused cycles.
+    check_keys(value)
+    return text
+
+
+def encode(value) -> str:
+    """Return value as typed JSON without checking dictionary keys.
+
+    For callers that check the keys of the parts they did not build
+    with :func:`check_keys`; others use :func:`dumps`.
+    """
     try:
-        text = _encoder.encode(value)
+        return _encoder.encode(value)
     except (TypeError, ValueError) as exception:
         raise ArgumentEncodingError(str(exception)) from exception
-    # The walk comes after the encoding, which has refused cycles.
+
+
+def check_keys(value):
+    """Raise ArgumentEncodingError if a dictionary key would not last."""
+    if type(value) in SCALAR_TYPES:
+        return
     key = _bad_key(value)
     if key is not _NO_KEY:
         raise ArgumentEncodingError(
             f'the dictionary key {key!r} cannot be stored as JSON: '
             f'{_KEY_RULE}')
-    return text
 
 
 def _bad_key(value):
@@ -109,7 +125,7 @@ def _bad_key(value):
         else:
             continue
         # Long lists of ids are common: their types are gathered in C.
-        if not _SCALARS.issuperset(map(type, items)):
+        if not SCALAR_TYPES.issuperset(map(type, items)):
             stack.extend(items)
     return _NO_KEY
 

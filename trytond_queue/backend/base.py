@@ -37,6 +37,7 @@ class Database:
     has_on_conflict = False
     has_multiple_statements = False
     has_copy = False
+    has_array = False
     # Whether two transactions may write at once; else a writer waits
     # for the other to end.
     has_concurrent_writers = True

@@ -17,7 +17,7 @@ import click
 from .. import backend, encoding
 from ..config import config
 from ..pool import Pool
-from ..queue import admin, store
+from ..queue import admin, inline, store
 from ..queue.model import STATES
 from ..transaction import Transaction, run_in_transaction
 from .common import (
@@ -428,6 +428,18 @@ def web(database, bind):
         raise click.ClickException(
             f'Cannot listen on {host}:{port}: {exception.strerror}. '
             'Choose another address with --bind HOST:PORT.') from exception
+
+
+@database_command('run')
+def run_due(database):
+    """Run the tasks due now in this process, then exit.
+
+    For setups without workers, from cron for instance: there, failed
+    tasks waiting for a retry and scheduled tasks run nowhere else.
+    """
+    _open(database)
+    done, failed = inline.run_due(database)
+    click.echo(f'{done} task(s) done, {failed} failed for good.')
 
 
 def _add_commands():

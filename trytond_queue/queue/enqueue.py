@@ -41,6 +41,7 @@ COLUMNS = (
     'max_attempts', 'timeout', 'unique_key',
     )
 BUFFER_KEY = 'ir.queue.buffer'
+PREPARED_KEY = 'ir.queue.prepared'
 DEFAULTS_KEY = 'ir.queue.defaults'
 # Rows per INSERT when the buffer is written.
 FLUSH_CHUNK = 1000
@@ -148,8 +149,39 @@ def _defaults(transaction):
     return defaults
 
 
+class _Prepared:
+    """What the transaction's context sets for every call it queues."""
+
+    __slots__ = ('context', 'stored_context', 'options', 'timed', 'unique')
+
+    def __init__(self, transaction):
+        context = self.context = transaction.context
+        self.stored_context = {
+            k: v for k, v in context.items() if k not in QUEUE_KEYS}
+        for key, value in self.stored_context.items():
+            encoding.check(f'context[{key!r}]', value)
+        self.options = _options(context, _defaults(transaction), None)
+        self.timed = (
+            context.get('queue_scheduled_at') is not None
+            or context.get('queue_expected_at') is not None)
+        self.unique = bool(context.get('queue_unique'))
+
+
+def _prepared(transaction):
+    """Return what the context sets, read again when it changes."""
+    prepared = transaction.storage.get(PREPARED_KEY)
+    # The context is replaced, never changed in place, by set_context.
+    if prepared is None or prepared.context is not transaction.context:
+        prepared = transaction.storage[PREPARED_KEY] = _Prepared(
+            transaction)
+    return prepared
+
+
 def _options(context, defaults, now):
-    """Return the row values that the context sets."""
+    """Return the row values that the context sets.
+
+    Without now, the times of the context are left out.
+    """
     name = context.get('queue_name')
     if name is None:
         name = 'default'
@@ -167,8 +199,10 @@ def _options(context, defaults, now):
             f'seconds, not {timeout!r:.60}.')
     return {
         'name': name,
-        'scheduled_at': _delta(context, 'queue_scheduled_at', now),
-        'expected_at': _delta(context, 'queue_expected_at', now),
+        'scheduled_at': _delta(context, 'queue_scheduled_at', now)
+        if now else None,
+        'expected_at': _delta(context, 'queue_expected_at', now)
+        if now else None,
         'priority': _integer(
             context, 'queue_priority', 0, MIN_INTEGER),
         'max_attempts': _integer(
@@ -190,9 +224,17 @@ def _batches(context, ids):
 
 
 def _encode_call(call, method, args, kwargs):
-    """Return the JSON text of the call, naming the argument refused."""
+    """Return the JSON text of the call, naming the argument refused.
+
+    The context was checked when the transaction's options were read,
+    and the rest of the call is built here: only the arguments may hold
+    keys that JSON would change.
+    """
     try:
-        return encoding.dumps(call)
+        text = encoding.encode(call)
+        if kwargs or not encoding.SCALAR_TYPES.issuperset(map(type, args)):
+            encoding.check_keys([args, kwargs])
+        return text
     except encoding.ArgumentEncodingError:
         for index, value in enumerate(args):
             encoding.check(f'{index + 1} of {method}()', value)
@@ -221,13 +263,16 @@ def enqueue(model, method, instances, args, kwargs):
     context = transaction.context
     ids, single = _instance_ids(model, instances)
     now = store.utcnow()
-    options = _options(context, _defaults(transaction), now)
-    unique = bool(context.get('queue_unique'))
+    prepared = _prepared(transaction)
+    options = dict(prepared.options)
+    if prepared.timed:
+        options['scheduled_at'] = _delta(context, 'queue_scheduled_at', now)
+        options['expected_at'] = _delta(context, 'queue_expected_at', now)
+    unique = prepared.unique
     call = {
         'model': model.__name__, 'method': method,
         'user': transaction.user,
-        'context': {
-            k: v for k, v in context.items() if k not in QUEUE_KEYS},
+        'context': prepared.stored_context,
         'args': list(args), 'kwargs': kwargs,
         }
     task_ids = []
@@ -411,8 +456,10 @@ def flush_buffer(transaction):
     if buffer is None or not buffer.rows:
         return
     rows, buffer.rows = buffer.rows, []
-    for start in range(0, len(rows), FLUSH_CHUNK):
-        _insert(transaction, rows[start:start + FLUSH_CHUNK])
+    # COPY streams the rows: one statement takes them all.
+    chunk = len(rows) if transaction.database.has_copy else FLUSH_CHUNK
+    for start in range(0, len(rows), chunk):
+        _insert(transaction, rows[start:start + chunk])
 
 
 def discard_buffer(transaction):

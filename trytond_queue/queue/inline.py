@@ -163,3 +163,30 @@ def _give_back(identity, tasks):
             '%s: tasks %s could not be given back', identity.database_name,
             [t.id for t in tasks], exc_info=True)
         _discard(identity)
+
+
+def run_due(database_name, batch_size=50):
+    """Run here, in turn, every task due now; return (done, failed).
+
+    It serves setups without workers, from cron for instance: the
+    retries of failed tasks and the scheduled tasks run at commit
+    nowhere else.  Tasks scheduled later are left for a later call.
+    """
+    identity = _identity(database_name)
+    done = failed = 0
+    while True:
+        with _cursor(identity) as cursor:
+            store.promote(cursor, identity.database)
+        with _lock:
+            Flavor.set(identity.database.flavor)
+            tasks = identity.claim(batch_size)
+        if not tasks:
+            return done, failed
+        try:
+            batch_done, batch_failed = run_batch(
+                database_name, identity.id, tasks)
+        except Exception:
+            _give_back(identity, tasks)
+            raise
+        done += batch_done
+        failed += batch_failed

@@ -11,7 +11,7 @@ from sql import Cast, Expression, For, Literal, Table
 from sql.aggregate import Min
 from sql.conditionals import Case, Coalesce
 from sql.functions import Function
-from sql.operators import Exists
+from sql.operators import Equal, Exists
 
 __all__ = [
     'utcnow', 'ClaimedTask', 'claim', 'finish', 'retry_later', 'release',
@@ -43,6 +43,34 @@ class ForSkipLocked(For):
 
     def __str__(self):
         return super().__str__() + ' SKIP LOCKED'
+
+
+class _AnyArray(Function):
+    """ANY(ARRAY(subquery)): the subquery runs once, as an init plan."""
+
+    __slots__ = ()
+    _function = 'ANY'
+
+    def __init__(self, query):
+        super().__init__(_Array(query))
+
+
+class _Array(Function):
+    __slots__ = ()
+    _function = 'ARRAY'
+
+
+def _among(database, column, candidates):
+    """Return the condition that column is one of the candidates' ids.
+
+    PostgreSQL may run an IN subquery more than once (as the inner side
+    of a nested loop), and each run of a LIMIT ... SKIP LOCKED subquery
+    takes other rows: a claim of one task could take hundreds.  Built
+    as an array, the subquery runs exactly once.
+    """
+    if database.has_array:
+        return Equal(column, _AnyArray(candidates))
+    return column.in_(candidates)
 
 
 class CurrentDatabase(Function):
@@ -127,7 +155,7 @@ def claim_query(database, worker_id, queues, limit, now=None,
     return queue.update(
         [queue.state, queue.attempts, queue.dequeued_at, queue.worker],
         ['running', queue.attempts + 1, now or utcnow(), worker_id],
-        where=queue.id.in_(candidates),
+        where=_among(database, queue.id, candidates),
         returning=claimed_columns(queue))
 
 
@@ -211,7 +239,8 @@ def promote(cursor, database, now=None, limit=1000):
         for_=ForSkipLocked('UPDATE')
         if database.has_select_for_skip_locked else None)
     cursor.execute(*queue.update(
-        [queue.state], ['pending'], where=queue.id.in_(candidates)))
+        [queue.state], ['pending'],
+        where=_among(database, queue.id, candidates)))
     return cursor.rowcount
 
 
@@ -269,7 +298,7 @@ def rescue(cursor, database, error, dead_workers=None):
             where=(running.state == 'running')
             & ~Exists(alive_lock(running.worker)) & ~Exists(supervised),
             for_=ForSkipLocked('UPDATE'))
-        where = queue.id.in_(candidates)
+        where = _among(database, queue.id, candidates)
     else:
         if not dead_workers:
             return []

@@ -210,8 +210,10 @@ class WorkerProcess:
                 return worked
             worked |= self._serve_limited(
                 index, identity, next_due, queue_name, limit)
-        tasks = identity.claim(
-            self.batch_size(), excluded=tuple(self.limits))
+        size = self.batch_size()
+        tasks = identity.claim(size, excluded=tuple(self.limits))
+        logger.debug('%s: claimed %d of %d', identity.database_name,
+            len(tasks), size)
         if not tasks:
             if index in self.look_again:
                 self.look_again.discard(index)
