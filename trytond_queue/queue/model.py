@@ -57,7 +57,10 @@ class Queue(ModelSQL):
         ('ir_queue_running_index', ['worker'], _state_is('running')),
         ('ir_queue_finished_index', ['finished_at'],
             _state_is('done', 'failed', 'cancelled')),
-        ('ir_queue_state_index', ['state', 'name'], None),
+        # Only the tasks not yet finished: an index of every row would
+        # grow with the history and slow each update of a task.
+        ('ir_queue_active_index', ['state', 'name'],
+            _state_is('pending', 'scheduled', 'running')),
         # The database refuses a second waiting copy of a unique task.
         ('ir_queue_unique_index', ['unique_key'],
             _state_is(*WAITING_STATES)
