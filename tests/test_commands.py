@@ -20,8 +20,9 @@ from trytond_queue.config import config
 from trytond_queue.exceptions import ConfigError
 from trytond_queue.pool import Pool
 from trytond_queue.queue.identity import Identity
-from trytond_queue.queue.model import FINAL_STATES
 from trytond_queue.queue.store import utcnow
+
+from .tasks import add_task
 
 COMMANDS = [
     'init', 'status', 'list', 'show', 'retry', 'cancel', 'clean', 'workers',
@@ -50,24 +51,6 @@ def cli(env, runner, config_file):
         return runner.invoke(main, [
             '-c', config_file, command, '-d', env.database_name, *args])
     return invoke
-
-
-def add_task(env, state='pending', **values):
-    """Store a task in the given state directly; return its id."""
-    now = utcnow()
-    row = {
-        'name': 'default', 'model': 'test.log', 'method': 'record',
-        'data': {
-            'model': 'test.log', 'method': 'record', 'instances': [],
-            'args': [], 'kwargs': {}, 'user': 0, 'context': {}},
-        'state': state, 'priority': 0, 'enqueued_at': now, 'due_at': now,
-        'attempts': 0, 'max_attempts': 5,
-        'finished_at': now if state in FINAL_STATES else None,
-        }
-    row.update(values)
-    with env.transaction():
-        task, = Pool().get('ir.queue').create([row])
-        return task.id
 
 
 def read_tasks(env, ids, names):

@@ -14,11 +14,12 @@ from trytond_queue.config import config
 from trytond_queue.exceptions import ConfigError
 from trytond_queue.pool import Pool
 from trytond_queue.queue.identity import Identity
-from trytond_queue.queue.model import FINAL_STATES
 from trytond_queue.queue.store import utcnow
 from trytond_queue.web import app as web_app
 from trytond_queue.web import queries
 from trytond_queue.web.app import listen_address, make_app
+
+from .tasks import add_task
 
 PASSWORD = 'correct horse'
 SCRIPT = '<script>alert("owned")</script>'
@@ -81,24 +82,6 @@ def submit(client, page, action, **where):
         if where.items() <= fields.items():
             return client.post(action, data=fields)
     raise AssertionError(f'{page} has no form to {action} with {where}')
-
-
-def add_task(env, state='pending', **values):
-    """Store a task in the given state directly; return its id."""
-    now = utcnow()
-    row = {
-        'name': 'default', 'model': 'test.log', 'method': 'record',
-        'data': {
-            'model': 'test.log', 'method': 'record', 'instances': [],
-            'args': [], 'kwargs': {}, 'user': 0, 'context': {}},
-        'state': state, 'priority': 0, 'enqueued_at': now, 'due_at': now,
-        'attempts': 0, 'max_attempts': 5,
-        'finished_at': now if state in FINAL_STATES else None,
-        }
-    row.update(values)
-    with env.transaction():
-        task, = Pool().get('ir.queue').create([row])
-        return task.id
 
 
 def state_of(env, task_id):
