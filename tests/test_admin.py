@@ -12,7 +12,8 @@ from trytond_queue.queue.notify import CANCEL_CHANNEL, listen
 from trytond_queue.queue.store import utcnow
 from trytond_queue.transaction import run_in_transaction
 
-from .test_commands import add_task, read_tasks
+from .tasks import add_task
+from .test_commands import read_tasks
 
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)

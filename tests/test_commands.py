@@ -120,7 +120,7 @@ def test_status_counts_tasks_per_queue_and_state(env, cli):
     assert {k: v for k, v in default.items() if k != 'oldest_pending_age'} \
         == {'queue': 'default', 'pending': 1, 'scheduled': 0, 'running': 0,
             'done': 2, 'failed': 0, 'cancelled': 0, 'overdue': 0,
-            'late': 1}
+            'late': 1, 'retried': 0, 'rescued': 0}
     assert 3600 <= default['oldest_pending_age'] < 3700
     assert (mail['queue'], mail['failed'], mail['scheduled']) == (
         'mail', 1, 1)

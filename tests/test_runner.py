@@ -135,3 +135,33 @@ def test_claim_takes_no_more_than_asked(env, size):
         assert len(identity.claim(size)) == size
     finally:
         identity.close()
+
+
+def test_tasks_of_a_dead_worker_are_given_back_by_any_process(env):
+    from trytond_queue.queue.identity import rescue_dead_workers
+    worker_mode()
+    with env.transaction(context={'queue_max_attempts': 1}):
+        Log = Pool().get('test.log')
+        for name in ('first', 'second'):
+            Log.__queue__.insert([], name)
+    dead, tasks = _claim_all(env)
+    assert len(tasks) == 2
+    # Its lock goes with its connection, as when its process dies.
+    dead.close(forget=False)
+    rescuer = Identity(env.database_name).open()
+    try:
+        alive, _ = _claim_all(env)
+        try:
+            given_back = rescue_dead_workers(
+                rescuer.connection, rescuer.database)
+        finally:
+            alive.close()
+    finally:
+        rescuer.close()
+    assert sorted(given_back) == sorted(t.id for t in tasks)
+    with env.transaction(readonly=True):
+        rescued = Pool().get('ir.queue').search([])
+        # The attempt was spent at the claim: with one allowed, they fail.
+        assert {(t.state, t.rescues) for t in rescued} == {('failed', 1)}
+        assert all('worker running the task died' in t.error
+            for t in rescued)

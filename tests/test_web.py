@@ -411,7 +411,7 @@ def test_metrics_count_the_tasks_and_their_durations(env, logged_in):
     now = utcnow()
     for _ in range(2):
         add_task(env, name='mail')
-    add_task(env, 'failed', name='mail')
+    add_task(env, 'failed', name='mail', attempts=3, rescues=1)
     for _ in range(3):
         add_task(env, 'done', enqueued_at=now - 10 * SECOND,
             dequeued_at=now - 9.8 * SECOND, finished_at=now - 7.8 * SECOND)
@@ -427,6 +427,8 @@ def test_metrics_count_the_tasks_and_their_durations(env, logged_in):
     assert value('trytond_queue_tasks', queue='mail', state='running') == 0
     assert value('trytond_queue_tasks_failed_total', queue='mail') == 1
     assert value('trytond_queue_tasks_done_total', queue='default') == 4
+    assert value('trytond_queue_tasks_retried_total', queue='mail') == 2
+    assert value('trytond_queue_tasks_rescued_total', queue='mail') == 1
     assert value('trytond_queue_oldest_pending_age_seconds',
         queue='mail') >= 0
     assert value('trytond_queue_run_seconds_bucket',

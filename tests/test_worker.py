@@ -2,7 +2,6 @@
 import datetime
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -140,7 +139,10 @@ def test_worker_second_signal_gives_tasks_back_at_once(env, tmp_path):
         wait_for(lambda: task_states(env).get('running') == 1,
             message='the task running')
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        # Two signals sent before the manager runs would arrive as one.
+        log = tmp_path / 'worker.log'
+        wait_for(lambda: 'stopping' in log.read_text(),
+            message='the manager stopping')
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
     with env.transaction():
@@ -203,3 +205,26 @@ def test_one_manager_serves_several_databases_fairly(env, tmp_path):
     finally:
         backend.forget_databases(other)
         database.drop()
+
+
+def test_two_managers_run_every_task_exactly_once(pg_env, tmp_path):
+    env = pg_env
+    worker_mode()
+    with env.transaction():
+        Log = Pool().get('test.log')
+        for index in range(1000):
+            Log.__queue__.insert([], f'task {index}')
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    first.mkdir()
+    second.mkdir()
+    with running_worker(env, first, '-n', '2'), \
+            running_worker(env, second, '-n', '2'):
+        wait_for(lambda: task_states(env) == {'done': 1000}, timeout=60,
+            message='every task done')
+    with env.transaction(readonly=True):
+        logs = Pool().get('test.log').search([])
+        names = sorted(log.name for log in logs)
+        pids = {log.pid for log in logs}
+    assert names == sorted(f'task {i}' for i in range(1000))
+    # Both managers took part.
+    assert len(pids) >= 2

@@ -61,15 +61,20 @@ def queue_figures(cursor, now: datetime.datetime) -> list[dict]:
         Sum(Case((active & (queue.expected_at < now), 1), else_=0)),
         Sum(Case(((queue.state == 'done')
             & (queue.finished_at > queue.expected_at), 1), else_=0)),
+        Sum(Case((queue.attempts > 1, queue.attempts - 1), else_=0)),
+        Sum(Coalesce(queue.rescues, 0)),
         group_by=[queue.name], order_by=[queue.name.asc]))
     figures = []
-    for name, *states, waiting_since, overdue, late in cursor:
+    for (name, *states, waiting_since, overdue, late, retried,
+            rescued) in cursor:
         waiting_since = store.to_datetime(waiting_since)
         figure = {'queue': name}
         figure.update(zip(STATES, map(int, states)))
         figure['oldest_pending_age'] = (
             (now - waiting_since).total_seconds() if waiting_since else None)
-        figure.update(overdue=int(overdue), late=int(late))
+        figure.update(
+            overdue=int(overdue), late=int(late), retried=int(retried),
+            rescued=int(rescued))
         figures.append(figure)
     return figures
 
@@ -77,7 +82,7 @@ def queue_figures(cursor, now: datetime.datetime) -> list[dict]:
 def total_figures(figures: list[dict]) -> dict:
     """Return the figures of every queue together, named 'total'."""
     total = {'queue': 'total'}
-    for key in STATES + ('overdue', 'late'):
+    for key in STATES + ('overdue', 'late', 'retried', 'rescued'):
         total[key] = sum(f[key] for f in figures)
     ages = [f['oldest_pending_age'] for f in figures
         if f['oldest_pending_age'] is not None]

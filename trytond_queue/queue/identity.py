@@ -208,7 +208,8 @@ def give_back(connection, database, worker_id, culprit=None, error=None):
             final = task.attempts >= (task.max_attempts or 1)
             retry_at = None if final else store.utcnow() + (
                 datetime.timedelta(seconds=retry_delay(task.attempts)))
-            store.retry_later(cursor, task, error, '', retry_at)
+            store.retry_later(
+                cursor, task, error, '', retry_at, rescued=True)
             log = logger.error if final else logger.warning
             log('%s/%s: %s', database.name, task.id, error,
                 extra={'task': task.id,
@@ -216,7 +217,9 @@ def give_back(connection, database, worker_id, culprit=None, error=None):
     cursor.execute(*queue.select(
         queue.id,
         where=(queue.worker == worker_id) & (queue.state == 'running')))
-    store.release(cursor, [i for i, in cursor.fetchall()], worker_id)
+    store.release(
+        cursor, [i for i, in cursor.fetchall()], worker_id,
+        rescued=culprit is not None)
     worker = Table('ir_queue_worker')
     cursor.execute(*worker.delete(where=worker.id == worker_id))
 

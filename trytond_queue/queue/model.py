@@ -38,6 +38,8 @@ class Queue(ModelSQL):
     dequeued_at = fields.Timestamp('Dequeued at')
     finished_at = fields.Timestamp('Finished at')
     attempts = fields.Integer('Attempts')
+    # How many times the task was given back after its worker died.
+    rescues = fields.Integer('Rescues')
     max_attempts = fields.Integer('Maximum attempts')
     timeout = fields.Float('Timeout in seconds')
     error = fields.Text('Error')

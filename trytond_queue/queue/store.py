@@ -198,8 +198,12 @@ def store_result(cursor, task_id, result):
         [queue.result], [result], where=queue.id == task_id))
 
 
-def retry_later(cursor, task, error, traceback, retry_at, now=None):
-    """Record a failed attempt: retry at retry_at, or fail if None."""
+def retry_later(cursor, task, error, traceback, retry_at, now=None,
+                rescued=False):
+    """Record a failed attempt: retry at retry_at, or fail if None.
+
+    rescued says that the attempt ended with the death of its worker.
+    """
     queue = _queue()
     if retry_at is None:
         columns = [queue.state, queue.finished_at]
@@ -209,23 +213,32 @@ def retry_later(cursor, task, error, traceback, retry_at, now=None):
         values = [
             'scheduled', retry_at,
             Coalesce(queue.expected_at, retry_at)]
+    if rescued:
+        columns.append(queue.rescues)
+        values.append(Coalesce(queue.rescues, 0) + 1)
     cursor.execute(*queue.update(
         columns + [queue.error, queue.traceback, queue.worker],
         values + [error, traceback, None],
         where=queue.id == task.id))
 
 
-def release(cursor, ids, worker_id=None):
-    """Give running tasks back untouched, refunding their attempt."""
+def release(cursor, ids, worker_id=None, rescued=False):
+    """Give running tasks back untouched, refunding their attempt.
+
+    rescued says that their worker died.
+    """
     if not ids:
         return
     queue = _queue()
     where = queue.id.in_(list(ids)) & (queue.state == 'running')
     if worker_id is not None:
         where &= queue.worker == worker_id
-    cursor.execute(*queue.update(
-        [queue.state, queue.attempts, queue.worker],
-        ['pending', queue.attempts - 1, None], where=where))
+    columns = [queue.state, queue.attempts, queue.worker]
+    values = ['pending', queue.attempts - 1, None]
+    if rescued:
+        columns.append(queue.rescues)
+        values.append(Coalesce(queue.rescues, 0) + 1)
+    cursor.execute(*queue.update(columns, values, where=where))
 
 
 def promote(cursor, database, now=None, limit=1000):
@@ -258,9 +271,11 @@ def _rescued_values(queue, error):
     # spent one, and fails once it has spent them all.
     spent = queue.attempts >= queue.max_attempts
     return (
-        [queue.state, queue.worker, queue.error, queue.finished_at],
+        [queue.state, queue.worker, queue.error, queue.finished_at,
+            queue.rescues],
         [Case((spent, 'failed'), else_='pending'), None, error,
-            Case((spent, utcnow()), else_=None)])
+            Case((spent, utcnow()), else_=None),
+            Coalesce(queue.rescues, 0) + 1])
 
 
 def alive_lock(worker_id):

@@ -78,6 +78,14 @@ def _figure_families(figures):
     late = GaugeMetricFamily(
         PREFIX + 'late_tasks', 'Tasks done after their deadline.',
         labels=['queue'])
+    retried = CounterMetricFamily(
+        PREFIX + 'tasks_retried',
+        'Attempts after the first, of the tasks the table keeps.',
+        labels=['queue'])
+    rescued = CounterMetricFamily(
+        PREFIX + 'tasks_rescued',
+        'Times tasks the table keeps were given back after their worker '
+        'died.', labels=['queue'])
     for figure in figures:
         name = figure['queue']
         for state in STATES:
@@ -87,7 +95,9 @@ def _figure_families(figures):
         oldest.add_metric([name], figure['oldest_pending_age'] or 0)
         overdue.add_metric([name], figure['overdue'])
         late.add_metric([name], figure['late'])
-    return [tasks, done, failed, oldest, overdue, late]
+        retried.add_metric([name], figure['retried'])
+        rescued.add_metric([name], figure['rescued'])
+    return [tasks, done, failed, oldest, overdue, late, retried, rescued]
 
 
 def _histogram(kind, text, series):

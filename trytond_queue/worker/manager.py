@@ -136,9 +136,10 @@ class Manager:
 
     def _step(self, wakeup_fd):
         """Do one turn of supervision, waiting at most half a second."""
-        if self.signals > self._handled:
-            self._stop_children(at_once=self.signals > 1)
-            self._handled = self.signals
+        signals = self.signals
+        if signals > self._handled:
+            self._stop_children(at_once=signals > 1)
+            self._handled = signals
             if self._deadline is None:
                 self._deadline = time.monotonic() + self.grace_period
                 logger.info(
