@@ -137,3 +137,4 @@ def demo(directory, tasks, processes):
     click.echo('See them with:')
     click.echo(f'  trytond-queue -c {config_path} status -d {DATABASE}')
     click.echo(f'  trytond-queue -c {config_path} list -d {DATABASE}')
+    click.echo(f'  trytond-queue -c {config_path} web -d {DATABASE}')
