@@ -191,3 +191,14 @@ def test_check_of_an_uninitialised_database_is_refused(
     assert f'trytond-queue init -d {other_database}' in info.value.message
     Pool(other_database).init()
     assert Pool(other_database).init(update=False).get('ir.queue')
+
+
+def test_init_without_update_refuses_a_table_missing_columns(env):
+    with env.transaction() as transaction:
+        transaction.connection.cursor().execute(
+            'ALTER TABLE test_log DROP COLUMN ended')
+    with pytest.raises(DatabaseNotInitialised, match='lacks the columns '
+            'ended, added since it was created: run "trytond-queue init'):
+        Pool(env.database_name).init(update=False)
+    Pool(env.database_name).init()
+    Pool(env.database_name).init(update=False)

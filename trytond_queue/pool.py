@@ -170,15 +170,24 @@ class Pool:
             len(self._sql_classes()))
 
     def _check_tables(self):
+        """Refuse a database whose tables lack what the models need."""
+        init = f'run "trytond-queue init -d {self.database_name}"'
         with Transaction().start(
                 self.database_name, 0, readonly=True) as transaction:
+            connection = transaction.connection
             for klass in self._sql_classes():
-                if not self.database.table_exists(
-                        transaction.connection, klass._table):
+                if not self.database.table_exists(connection, klass._table):
                     raise DatabaseNotInitialised(
                         f'The database {self.database_name!r} has no '
-                        f'table {klass._table!r}: run "trytond-queue '
-                        f'init -d {self.database_name}".')
+                        f'table {klass._table!r}: {init}.')
+                missing = set(klass._fields) - self.database.columns(
+                    connection, klass._table)
+                if missing:
+                    raise DatabaseNotInitialised(
+                        f'The table {klass._table!r} of '
+                        f'{self.database_name!r} lacks the columns '
+                        f'{", ".join(sorted(missing))}, added since it '
+                        f'was created: {init} to update it.')
 
     def get(self, name: str):
         """Return the class of the model name."""

@@ -109,6 +109,10 @@ class Manager:
             Pool(name).init(update=False)
         self.identities = [
             self._open_identity(name) for name in self.database_names]
+        for identity in self.identities:
+            # The manager runs no transaction from now on: its pooled
+            # connections would only sit idle on the server.
+            identity.database.close()
         logger.info(
             'manager %d: %d process(es) for %s', os.getpid(),
             self.processes, ', '.join(self.database_names))
