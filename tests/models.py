@@ -130,6 +130,22 @@ class Log(ModelSQL):
             'SELECT pg_sleep(%s)', (seconds,))
 
     @classmethod
+    def conflict(cls, records, log_id):
+        """Write a row another transaction changed after our snapshot.
+
+        The first time only: it marks the row, so that the retry goes
+        through.
+        """
+        log, = cls.browse([log_id])
+        if log.name == 'untouched':
+            with Transaction().start(
+                    Transaction().database.name, 0):
+                other_log, = cls.browse([log_id])
+                other_log.name = 'touched'
+                other_log.save()
+        cls.write([log], {'args': {'written': True}})
+
+    @classmethod
     def crash(cls, records):
         """Kill the worker process from inside the task."""
         os._exit(3)

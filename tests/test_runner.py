@@ -1,7 +1,10 @@
 """Batches of tasks: each task's guarantees hold inside a batch."""
+import time
+
 import pytest
 from sql import Table
 
+from trytond_queue.config import config
 from trytond_queue.pool import Pool
 from trytond_queue.queue import store
 from trytond_queue.queue.identity import Identity
@@ -165,3 +168,56 @@ def test_tasks_of_a_dead_worker_are_given_back_by_any_process(env):
         assert {(t.state, t.rescues) for t in rescued} == {('failed', 1)}
         assert all('worker running the task died' in t.error
             for t in rescued)
+
+
+def test_serialization_failure_is_retried_without_spending_an_attempt(
+        pg_env):
+    env = pg_env
+    worker_mode()
+    with env.transaction(context={'queue_max_attempts': 1}):
+        Log = Pool().get('test.log')
+        log, = Log.create([{'name': 'untouched'}])
+        task_id, = Log.__queue__.conflict([], log.id)
+    identity = Identity(env.database_name).open()
+    try:
+        tasks = identity.claim(10)
+        # The batch's snapshot predates the other transaction's write.
+        assert run_batch(env.database_name, identity.id, tasks) == (0, 0)
+        with env.transaction(readonly=True):
+            task, = Pool().get('ir.queue').browse([task_id])
+            assert (task.state, task.attempts) == ('pending', 0)
+        tasks = identity.claim(10)
+        assert run_batch(env.database_name, identity.id, tasks) == (1, 0)
+    finally:
+        identity.close()
+    with env.transaction(readonly=True):
+        task, = Pool().get('ir.queue').browse([task_id])
+        assert (task.state, task.attempts) == ('done', 1)
+        log, = Pool().get('test.log').browse([log.id])
+        assert (log.name, log.args) == ('touched', {'written': True})
+
+
+def test_failed_attempts_back_off_then_retry_runs_the_task_again(env):
+    from trytond_queue.queue import admin, inline
+    config.set('queue', 'retry_delay', '0.2')
+    with env.transaction(context={'queue_max_attempts': 2}):
+        task_id, = Pool().get('test.log').__queue__.fail([], 'broken')
+
+    def read():
+        with env.transaction(readonly=True):
+            task, = Pool().get('ir.queue').browse([task_id])
+            return (task.state, task.attempts, task.dequeued_at,
+                task.scheduled_at)
+    # Run at commit: the first attempt failed and waits for its retry.
+    state, attempts, dequeued_at, scheduled_at = read()
+    assert (state, attempts) == ('scheduled', 1)
+    delay = (scheduled_at - dequeued_at).total_seconds()
+    assert 0.2 * 0.75 <= delay <= 0.2 * 1.25 + 0.1
+    assert inline.run_due(env.database_name) == (0, 0)
+    time.sleep(0.35)
+    assert inline.run_due(env.database_name) == (0, 1)
+    assert read()[:2] == ('failed', 2)
+    admin.run_change(env.database_name, admin.retry_tasks, [task_id])
+    assert read()[:2] == ('pending', 0)
+    assert inline.run_due(env.database_name) == (0, 0)
+    assert read()[:2] == ('scheduled', 1)

@@ -228,3 +228,18 @@ def test_two_managers_run_every_task_exactly_once(pg_env, tmp_path):
     assert names == sorted(f'task {i}' for i in range(1000))
     # Both managers took part.
     assert len(pids) >= 2
+
+
+def test_max_recycles_the_worker_processes(env, tmp_path):
+    worker_mode()
+    with env.transaction():
+        Log = Pool().get('test.log')
+        for index in range(12):
+            Log.__queue__.insert([], f'task {index}')
+    with running_worker(env, tmp_path, '-n', '1', '--max', '4'):
+        wait_for(lambda: task_states(env) == {'done': 12},
+            message='every task done')
+    with env.transaction(readonly=True):
+        pids = {log.pid for log in Pool().get('test.log').search([])}
+    # Each process ran at most 4 tasks before it was replaced.
+    assert len(pids) >= 3
