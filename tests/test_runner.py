@@ -76,7 +76,7 @@ def test_batch_taken_over_by_a_rescuer_rolls_back(env):
             queue = Table('ir_queue')
             transaction.connection.cursor().execute(*queue.update(
                 [queue.worker], [identity.id + 1000]))
-        from trytond_queue.queue.runner import TasksTakenOver
+        from trytond_queue.exceptions import TasksTakenOver
         try:
             run_batch(env.database_name, identity.id, tasks)
         except TasksTakenOver:
@@ -221,3 +221,26 @@ def test_failed_attempts_back_off_then_retry_runs_the_task_again(env):
     assert read()[:2] == ('pending', 0)
     assert inline.run_due(env.database_name) == (0, 0)
     assert read()[:2] == ('scheduled', 1)
+
+
+def test_run_due_gives_back_the_tasks_of_dead_processes(env):
+    from trytond_queue.queue import inline
+    worker_mode()
+    with env.transaction():
+        task_id, = Pool().get('test.log').__queue__.insert([], 'orphan')
+    dead, tasks = _claim_all(env)
+    assert [t.id for t in tasks] == [task_id]
+    dead.close(forget=False)
+    assert inline.run_due(env.database_name) == (1, 0)
+    assert _states(env) == {task_id: 'done'}
+
+
+def test_serialization_failure_at_commit_is_retried_at_once(pg_env):
+    env = pg_env
+    with env.transaction():
+        Log = Pool().get('test.log')
+        log, = Log.create([{'name': 'untouched'}])
+        task_id, = Log.__queue__.conflict([], log.id)
+    with env.transaction(readonly=True):
+        task, = Pool().get('ir.queue').browse([task_id])
+        assert (task.state, task.attempts) == ('done', 1)

@@ -63,3 +63,12 @@ class TaskTimeout(TrytondQueueError):
 
 class TaskCancelled(TrytondQueueError):
     """The task was cancelled while it was running."""
+
+
+class TasksTakenOver(TrytondQueueError):
+    """Tasks of the batch were given to another worker while they ran.
+
+    It happens only if the worker's lock was lost (its control
+    connection cut) while it ran them; the batch rolls back so that no
+    task's work commits twice.
+    """

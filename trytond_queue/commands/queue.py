@@ -328,7 +328,8 @@ def cancel(database, task_ids):
     for task_id in requested:
         click.echo(
             f'Task {task_id} is running: its worker was asked to roll it '
-            'back and mark it cancelled.')
+            'back and mark it cancelled (a task run at commit or by '
+            '"trytond-queue run" cannot be stopped).')
     report_changes([i for i in ids if i not in requested], before, cancelled,
         'cancelled', admin.WHY_NOT_CANCELLED)
 

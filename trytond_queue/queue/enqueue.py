@@ -467,8 +467,10 @@ def discard_buffer(transaction):
     buffer = transaction.storage.get(BUFFER_KEY)
     if buffer is not None:
         buffer.rows.clear()
-        # A notification sent within the rolled back work is undone.
+        # A notification sent within the rolled back work is undone,
+        # and so may be the hook that flushes and notifies at commit.
         buffer.notify = True
+        buffer.hooked = False
 
 
 def _before_commit(transaction, buffer):

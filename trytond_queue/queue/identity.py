@@ -154,7 +154,7 @@ def rescue_dead_workers(connection, database):
     """
     Flavor.set(database.flavor)
     cursor = connection.cursor()
-    error = 'The worker running the task died; it will run again.'
+    error = 'The worker running the task died.'
     worker = Table('ir_queue_worker')
     if database.has_advisory_lock:
         ids = store.rescue(cursor, database, error)

@@ -15,9 +15,10 @@ import threading
 
 from sql import Flavor, Table
 
+from ..config import config
 from ..transaction import Transaction
 from . import store
-from .identity import Identity
+from .identity import Identity, rescue_dead_workers
 from .runner import run_batch
 
 __all__ = ['run_after_commit']
@@ -86,25 +87,33 @@ def run_after_commit(database_name, task_ids):
 
 
 def _run(database_name, task_id):
-    """Claim and run one task; log whatever goes wrong."""
-    try:
-        identity, tasks = _claim_fresh(database_name, task_id)
-    except Exception:
-        logger.critical(
-            '%s/%s: the task could not be claimed; it stays for a '
-            'worker or "trytond-queue"', database_name, task_id,
-            exc_info=True)
-        return
-    if not tasks:
-        # Rolled back with a task that failed, or not pending any more.
-        return
-    try:
-        run_batch(database_name, identity.id, tasks)
-    except Exception:
-        logger.critical(
-            '%s/%s: the task could not be run; it is given back',
-            database_name, task_id, exc_info=True)
-        _give_back(identity, tasks)
+    """Claim and run one task; log whatever goes wrong.
+
+    A task given back after a serialization failure is pending again:
+    it is claimed and run again at once, a few times at most.
+    """
+    retries = config.getint('database', 'retry', fallback=5) or 0
+    for _ in range(retries + 1):
+        try:
+            identity, tasks = _claim_fresh(database_name, task_id)
+        except Exception:
+            logger.critical(
+                '%s/%s: the task could not be claimed; it stays for a '
+                'worker or "trytond-queue run"', database_name, task_id,
+                exc_info=True)
+            return
+        if not tasks:
+            # Rolled back with a task that failed, or done, or waiting
+            # for a retry later.
+            return
+        try:
+            run_batch(database_name, identity.id, tasks)
+        except Exception:
+            logger.critical(
+                '%s/%s: the task could not be run; it is given back',
+                database_name, task_id, exc_info=True)
+            _give_back(identity, tasks)
+            return
 
 
 def _claim_fresh(database_name, task_id):
@@ -173,6 +182,9 @@ def run_due(database_name, batch_size=50):
     nowhere else.  Tasks scheduled later are left for a later call.
     """
     identity = _identity(database_name)
+    # Tasks left running by processes that died, at commit for instance,
+    # have nobody else to give them back without workers.
+    rescue_dead_workers(identity.connection, identity.database)
     done = failed = 0
     while True:
         with _cursor(identity) as cursor:

@@ -17,7 +17,13 @@ import traceback as traceback_module
 
 from .. import encoding
 from ..config import config
-from ..exceptions import ModelError, TaskCancelled, TaskTimeout, UserError
+from ..exceptions import (
+    ModelError,
+    TaskCancelled,
+    TasksTakenOver,
+    TaskTimeout,
+    UserError,
+)
 from ..pool import Pool
 from ..transaction import Transaction
 from . import store
@@ -32,8 +38,12 @@ logger = logging.getLogger(__name__)
 MAX_RESULT_SIZE = 64 * 1024
 
 
-class StopRequested(BaseException):
-    """The worker was told to stop at once: roll back and give back."""
+class StopRequested(BaseException):  # noqa: N818 -- a signal, not an error
+    """The worker was told to stop at once: roll back and give back.
+
+    It derives from BaseException so that the ``except Exception`` of a
+    task's own code does not swallow it.
+    """
 
 
 def retry_delay(attempts: int) -> float:
@@ -137,15 +147,6 @@ class Monitor:
         """The task has run, whatever the outcome."""
 
     stopping = False
-
-
-class TasksTakenOver(Exception):
-    """A rescuer gave some of the batch's tasks to another worker.
-
-    It happens only if the worker's lock was lost (its control
-    connection was cut) while it ran them; the batch rolls back so that
-    nothing runs twice.
-    """
 
 
 class _Batch:

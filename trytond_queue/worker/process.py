@@ -13,13 +13,13 @@ import signal
 import time
 
 from ..config import config
-from ..exceptions import TaskCancelled
+from ..exceptions import TaskCancelled, TasksTakenOver
 from ..pool import Pool
 from ..queue import store
 from ..queue.identity import Identity, rescue_dead_workers
 from ..queue.limits import configured_limits, free_slot, take_slot
 from ..queue.notify import listen
-from ..queue.runner import StopRequested, TasksTakenOver, run_batch
+from ..queue.runner import StopRequested, run_batch
 from . import logs
 
 __all__ = ['serve', 'Slot', 'drain_pipe']
