@@ -244,3 +244,18 @@ def test_serialization_failure_at_commit_is_retried_at_once(pg_env):
     with env.transaction(readonly=True):
         task, = Pool().get('ir.queue').browse([task_id])
         assert (task.state, task.attempts) == ('done', 1)
+
+
+def test_failures_of_two_tasks_in_a_row_are_both_recorded(env):
+    worker_mode()
+    with env.transaction(context={'queue_max_attempts': 1}):
+        Log = Pool().get('test.log')
+        first, = Log.__queue__.fail([], 'first')
+        second, = Log.__queue__.fail([], 'second')
+    identity, tasks = _claim_all(env)
+    try:
+        assert run_batch(env.database_name, identity.id, tasks) == (0, 2)
+    finally:
+        identity.close()
+    # The second rollback must not undo the record of the first failure.
+    assert _states(env) == {first: 'failed', second: 'failed'}

@@ -299,8 +299,12 @@ def _run_one(batch, task, data, name, monitor, limited):
         transaction.forget_hooks(hooks)
         transaction.cache.clear()
         discard_buffer(transaction)
-        return _record_failure(
-            cursor, database, task, name, exception, start), limited
+        outcome = _record_failure(
+            cursor, database, task, name, exception, start)
+        # The record of the failure is kept out of the savepoint, which
+        # the next task could roll back.
+        _next_savepoint(database, cursor)
+        return outcome, limited
     finally:
         monitor.finished(task)
     logger.info(
