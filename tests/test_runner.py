@@ -10,7 +10,7 @@ from trytond_queue.queue import store
 from trytond_queue.queue.identity import Identity
 from trytond_queue.queue.runner import run_batch
 
-from .workers import worker_mode
+from .workers import wait_for, worker_mode
 
 
 def _claim_all(env):
@@ -154,9 +154,13 @@ def test_tasks_of_a_dead_worker_are_given_back_by_any_process(env):
     rescuer = Identity(env.database_name).open()
     try:
         alive, _ = _claim_all(env)
+        given_back = []
         try:
-            given_back = rescue_dead_workers(
-                rescuer.connection, rescuer.database)
+            # The server drops the lock of a closed session a moment
+            # later.
+            wait_for(lambda: given_back.extend(rescue_dead_workers(
+                rescuer.connection, rescuer.database)) or given_back,
+                message='the tasks given back')
         finally:
             alive.close()
     finally:
@@ -231,7 +235,9 @@ def test_run_due_gives_back_the_tasks_of_dead_processes(env):
     dead, tasks = _claim_all(env)
     assert [t.id for t in tasks] == [task_id]
     dead.close(forget=False)
-    assert inline.run_due(env.database_name) == (1, 0)
+    # The server drops the lock of a closed session a moment later.
+    wait_for(lambda: inline.run_due(env.database_name) == (1, 0),
+        message='the orphan run')
     assert _states(env) == {task_id: 'done'}
 
 
