@@ -243,3 +243,13 @@ def test_max_recycles_the_worker_processes(env, tmp_path):
         pids = {log.pid for log in Pool().get('test.log').search([])}
     # Each process ran at most 4 tasks before it was replaced.
     assert len(pids) >= 3
+
+
+def test_worker_refuses_a_poll_interval_of_zero(env, tmp_path):
+    conf = env.config_file(tmp_path, queue__poll_interval=0)
+    result = subprocess.run(
+        command('trytond-worker') + ['-c', conf, '-d', env.database_name],
+        env=env.subprocess_env(), capture_output=True, text=True,
+        timeout=60)
+    assert result.returncode == 1
+    assert '[queue] poll_interval = 0 is not valid' in result.stderr

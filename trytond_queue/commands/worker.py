@@ -33,6 +33,19 @@ def _check(config_file, names):
     backend.forget_databases()
 
 
+def _seconds(option, default, zero_allowed=False):
+    """Return a number of seconds of [queue], refusing a negative one."""
+    value = config.getfloat('queue', option, fallback=default)
+    if value is None:
+        return default
+    if value < 0 or (value == 0 and not zero_allowed):
+        raise ConfigError(
+            f'[queue] {option} = {value:g} is not valid: give a number of '
+            f'seconds{"" if zero_allowed else " above 0"} (default '
+            f'{default}).')
+    return value
+
+
 @click.command(context_settings={'help_option_names': ['-h', '--help']})
 @click.option('-c', '--config', 'config_file', type=click.Path(),
     envvar='TRYTOND_CONFIG', help='The configuration file.')
@@ -67,9 +80,8 @@ def main(config_file, databases, processes, queues, max_tasks, timeout,
         load_config(config_file)
         names = database_names(databases)
         _check(config_file, names)
-        grace = config.getfloat('queue', 'grace_period', fallback=30)
-        poll = timeout or config.getfloat(
-            'queue', 'poll_interval', fallback=5) or 5
+        grace = _seconds('grace_period', 30, zero_allowed=True)
+        poll = timeout or _seconds('poll_interval', 5)
     manager = Manager(
         os.path.abspath(config_file) if config_file else None, names,
         processes=processes, queues=queues, max_tasks=max_tasks,
