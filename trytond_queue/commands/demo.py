@@ -17,6 +17,7 @@ from sql.aggregate import Count, Max, Min
 from .. import backend
 from ..config import config
 from ..pool import Pool
+from ..queue.store import to_datetime
 from ..transaction import Transaction
 from .common import user_errors
 
@@ -63,7 +64,6 @@ def _drain_seconds():
         cursor.execute(*queue.select(
             Min(queue.dequeued_at), Max(queue.finished_at)))
         first, last = cursor.fetchone()
-    from ..queue.store import to_datetime
     return (to_datetime(last) - to_datetime(first)).total_seconds()
 
 

@@ -160,7 +160,7 @@ class _Prepared:
             k: v for k, v in context.items() if k not in QUEUE_KEYS}
         for key, value in self.stored_context.items():
             encoding.check(f'context[{key!r}]', value)
-        self.options = _options(context, _defaults(transaction), None)
+        self.options = _options(context, _defaults(transaction))
         self.timed = (
             context.get('queue_scheduled_at') is not None
             or context.get('queue_expected_at') is not None)
@@ -177,10 +177,10 @@ def _prepared(transaction):
     return prepared
 
 
-def _options(context, defaults, now):
-    """Return the row values that the context sets.
+def _options(context, defaults):
+    """Return the row values that the context sets, but for its times.
 
-    Without now, the times of the context are left out.
+    The times are relative to each call: the caller adds them.
     """
     name = context.get('queue_name')
     if name is None:
@@ -199,10 +199,8 @@ def _options(context, defaults, now):
             f'seconds, not {timeout!r:.60}.')
     return {
         'name': name,
-        'scheduled_at': _delta(context, 'queue_scheduled_at', now)
-        if now else None,
-        'expected_at': _delta(context, 'queue_expected_at', now)
-        if now else None,
+        'scheduled_at': None,
+        'expected_at': None,
         'priority': _integer(
             context, 'queue_priority', 0, MIN_INTEGER),
         'max_attempts': _integer(

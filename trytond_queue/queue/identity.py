@@ -18,6 +18,7 @@ from sql import Flavor, Select, Table
 from sql.functions import Function
 from sql.operators import Exists
 
+from ..pool import Pool
 from ..transaction import Transaction
 from . import store
 from .runner import retry_delay
@@ -116,7 +117,6 @@ class Identity:
 
 
 def _worker_model(database_name):
-    from ..pool import Pool
     return Pool(database_name).get('ir.queue.worker')
 
 

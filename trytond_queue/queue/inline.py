@@ -156,7 +156,7 @@ def _claim(identity, task_id):
             [queue.state, queue.attempts, queue.dequeued_at, queue.worker],
             ['running', queue.attempts + 1, store.utcnow(), identity.id],
             where=(queue.id == task_id) & (queue.state == 'pending'),
-            returning=store.claimed_columns(queue)))
+            returning=store.claimed_columns()))
         return [store.ClaimedTask(*row) for row in cursor]
 
 

@@ -1,9 +1,9 @@
 """The statements of the queue engine: claim, finish, retry, rescue.
 
-They are built once per backend flavor with python-sql and cached, since
-they run for every batch of tasks.  Claims run as single statements on
-an autocommit connection, so that the attempt they count is committed
-before the task runs: a task that kills its process still spends it.
+They run once per batch of tasks, not once per task.  Claims run as
+single statements on an autocommit connection, so that the attempt they
+count is committed before the task runs: a task that kills its process
+still spends it.
 """
 import datetime
 
@@ -14,8 +14,10 @@ from sql.functions import Function
 from sql.operators import Equal, Exists
 
 __all__ = [
-    'utcnow', 'ClaimedTask', 'claim', 'finish', 'retry_later', 'release',
-    'promote', 'next_scheduled_at', 'rescue', 'WORKER_LOCK_CLASS',
+    'utcnow', 'to_datetime', 'ClaimedTask', 'Returned', 'claimed_columns',
+    'claim_query', 'claim', 'finish', 'store_result', 'retry_later',
+    'release', 'promote', 'next_scheduled_at', 'alive_lock', 'rescue',
+    'WORKER_LOCK_CLASS',
     ]
 
 # The first key of the advisory locks that prove a worker is alive; the
@@ -132,7 +134,7 @@ class Returned(Expression):
         return ()
 
 
-def claimed_columns(queue=None):
+def claimed_columns():
     """Return the columns a claim returns, in ClaimedTask's order."""
     return [Returned(name) for name in ClaimedTask.__slots__]
 
@@ -156,7 +158,7 @@ def claim_query(database, worker_id, queues, limit, now=None,
         [queue.state, queue.attempts, queue.dequeued_at, queue.worker],
         ['running', queue.attempts + 1, now or utcnow(), worker_id],
         where=_among(database, queue.id, candidates),
-        returning=claimed_columns(queue))
+        returning=claimed_columns())
 
 
 def claim(connection, database, worker_id, queues, limit, now=None,

@@ -12,6 +12,8 @@ import select
 import signal
 import time
 
+from sql import Flavor
+
 from ..config import config
 from ..exceptions import TaskCancelled, TasksTakenOver
 from ..pool import Pool
@@ -261,7 +263,6 @@ class WorkerProcess:
 
     def _promote(self, identity):
         """Make due scheduled tasks pending; return the next due time."""
-        from sql import Flavor
         Flavor.set(identity.database.flavor)
         cursor = identity.connection.cursor()
         store.promote(cursor, identity.database)
