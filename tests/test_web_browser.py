@@ -148,12 +148,16 @@ def shoot(driver, name):
 
 def submit(driver, selector):
     """Click a submit button and wait for the page that answers."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
     button = driver.find_element(By.CSS_SELECTOR, selector)
     button.click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(button))
+    # While the page is replaced, Chromium may answer with an inspector
+    # error instead of a stale element: look again until it is stale.
+    WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,)
+        ).until(expected_conditions.staleness_of(button))
 
 
 def test_an_operator_finds_and_retries_a_failed_task(
